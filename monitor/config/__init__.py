@@ -1,0 +1,16 @@
+"""Config: strict pydantic models loaded from YAML (DESIGN.md, Config)."""
+
+from monitor.config.common import ProbeBase
+from monitor.config.loader import ConfigError, load_config, parse_config
+from monitor.config.models import Config, GlobalConfig, ProbeConfig, ServerConfig
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "GlobalConfig",
+    "ProbeBase",
+    "ProbeConfig",
+    "ServerConfig",
+    "load_config",
+    "parse_config",
+]

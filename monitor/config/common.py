@@ -1,0 +1,130 @@
+"""Fields every probe has, and option blocks several kinds share."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from monitor.config.types import Duration, LabelValue, ProbeName, Ratio, format_duration
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; models are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Layer = Literal["edge", "service", "egress", "database"]
+
+
+class ProbeBase(Strict):
+    """The fields of every probe (DESIGN.md, Config)."""
+
+    # Kinds that need a longer default timeout override this.
+    name: ProbeName
+    kind: str
+    level: Annotated[int, Field(ge=1, le=4)] = 1
+    layer: Layer = "service"
+    service: LabelValue = "default"
+    interval: Duration
+    timeout: Duration
+    allowed_failure_ratio: Ratio = 0.05
+
+    # A run that must not start more often than this (burst, load).
+    min_interval: ClassVar[float] = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any, info: Any) -> Any:
+        """Take interval and timeout from `global` when the probe omits them."""
+        defaults = (info.context or {}).get("global")
+        if isinstance(data, dict) and defaults is not None:
+            data = dict(data)
+            data.setdefault("interval", format_duration(defaults.interval))
+            if "timeout" not in data:
+                data["timeout"] = cls.default_timeout(data, defaults.timeout)
+        return data
+
+    @classmethod
+    def default_timeout(cls, data: dict[str, Any], global_timeout: float) -> str:
+        """The timeout when the probe gives none (a duration string)."""
+        return format_duration(global_timeout)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Cross-field problems as (field, sentence); kinds extend this."""
+        found: list[tuple[str, str]] = []
+        if self.timeout >= self.interval:
+            found.append((
+                "timeout",
+                f"timeout ({format_duration(self.timeout)}) must be shorter than "
+                f"interval ({format_duration(self.interval)})",
+            ))
+        if self.interval < self.min_interval:
+            found.append((
+                "interval",
+                f"interval ({format_duration(self.interval)}) must be at least "
+                f"{format_duration(self.min_interval)} for kind {self.kind}",
+            ))
+        return found
+
+    def info_target(self) -> str:
+        """What the probe points at, for `monitor_probe_info{target}` (no secrets)."""
+        return ""
+
+
+class TLSOptions(Strict):
+    """Client TLS settings (http, tls, lb, load, burst with url)."""
+
+    ca_file: Path | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _ca_readable(self) -> TLSOptions:
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"ca_file {str(self.ca_file)!r} is not a readable file")
+        return self
+
+
+class Origin(Strict):
+    """Who produced a response: first matching rule wins (DESIGN.md, origin)."""
+
+    name: LabelValue
+    header: str
+    absent: bool = False
+    regex: re.Pattern[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Origin:
+        if self.absent and self.regex is not None:
+            raise ValueError("an origin rule takes either absent: true or regex, not both")
+        return self
+
+    def matches(self, headers: dict[str, str]) -> bool:
+        """``headers`` has lower-case names."""
+        value = headers.get(self.header.lower())
+        if self.absent:
+            return value is None
+        if value is None:
+            return False
+        return self.regex is None or self.regex.search(value) is not None
+
+
+def classify_origin(origins: tuple[Origin, ...], headers: dict[str, str]) -> str:
+    for rule in origins:
+        if rule.matches(headers):
+            return rule.name
+    return "unclassified"
+
+
+class GoogleIdToken(Strict):
+    audience: str
+
+
+class Auth(Strict):
+    """How a request authenticates (IAM-protected Cloud Run URLs)."""
+
+    google_id_token: GoogleIdToken | None = None

@@ -1,0 +1,209 @@
+"""YAML -> Config: interpolation, validation, every problem at once."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from monitor.config.models import PROBE_ADAPTER, Config, GlobalConfig, ServerConfig
+
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Environment variables whose values are secrets wherever they are used.
+_SECRET_NAME = re.compile(r"PASS|TOKEN|SECRET|KEY|CRED|AUTH", re.IGNORECASE)
+# Kinds whose `${name}` may also name a variable set at run time.
+_RUNTIME_VARIABLE_KINDS = frozenset({"journey"})
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` holds one sentence each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate ``path``; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
+    return parse_config(text, environ if environ is not None else os.environ, source=str(path))
+
+
+def parse_config(text: str, environ: Mapping[str, str], source: str = "<config>") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping with probes:"])
+
+    problems: list[str] = []
+    secrets: set[str] = set()
+    for key in raw:
+        if key not in ("global", "server", "probes"):
+            problems.append(f"{key}: is not a known section (global, server, probes)")
+
+    raw = _interpolate(raw, "", environ, secrets, problems, runtime_ok=False)
+
+    global_config = _validate(GlobalConfig, raw.get("global") or {}, "global", problems)
+    server = _validate(ServerConfig, raw.get("server") or {}, "server", problems)
+    probes = _validate_probes(raw.get("probes"), global_config or GlobalConfig(), problems)
+
+    if problems:
+        raise ConfigError(problems)
+    assert global_config is not None and server is not None
+    for probe in probes:
+        secrets |= _secret_values(probe)
+    secrets |= {v.get_secret_value() for v in _walk_secrets(server)}
+    return Config.model_validate({
+        "global": global_config,
+        "server": server,
+        "probes": probes,
+        "secrets": frozenset(s for s in secrets if s),
+    })
+
+
+def _validate_probes(raw: Any, global_config: GlobalConfig, problems: list[str]) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append("probes: must be a list of probes")
+        return []
+    probes: list[Any] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        where = f"probes[{index}]"
+        name = item.get("name") if isinstance(item, dict) else None
+        label = f" (probe {name!r})" if isinstance(name, str) else ""
+        if not isinstance(item, dict):
+            problems.append(f"{where}: must be a mapping with name: and kind:")
+            continue
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(
+                    f"{where}.name{label}: duplicate name, already used by probes[{seen[name]}]"
+                )
+            seen.setdefault(name, index)
+        try:
+            probe = PROBE_ADAPTER.validate_python(item, context={"global": global_config})
+        except ValidationError as exc:
+            problems.extend(_format_errors(exc, where, label, tagged=True))
+            continue
+        for field, sentence in probe.problems():
+            problems.append(f"{where}.{field}{label}: {sentence}")
+        probes.append(probe)
+    return probes
+
+
+def _validate(model: type[BaseModel], raw: Any, where: str, problems: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a mapping")
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_format_errors(exc, where, "", tagged=False))
+        return None
+
+
+def _format_errors(exc: ValidationError, where: str, label: str, *, tagged: bool) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = list(error["loc"])
+        if tagged and loc and error["type"] not in ("union_tag_invalid", "union_tag_not_found"):
+            loc = loc[1:]  # pydantic puts the discriminator value first
+        path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        lines.append(f"{path}{label}: {_sentence(error)}")
+    return lines
+
+
+def _sentence(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a known field"
+    if kind == "union_tag_not_found":
+        return "kind is required"
+    if kind == "union_tag_invalid":
+        ctx = error.get("ctx", {})
+        return f"unknown kind {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _interpolate(
+    value: Any, path: str, environ: Mapping[str, str], secrets: set[str],
+    problems: list[str], *, runtime_ok: bool,
+) -> Any:
+    """Replace ``${VAR}`` from the environment in every string; ``$$`` is a literal ``$``.
+
+    In kinds with run-time variables (journey) an unknown name is left for
+    the probe to resolve (it checks it against its own variables).
+    """
+    if isinstance(value, dict):
+        if path.startswith("probes[") and value.get("kind") in _RUNTIME_VARIABLE_KINDS:
+            runtime_ok = True
+        return {
+            k: _interpolate(v, f"{path}.{k}" if path else str(k), environ, secrets, problems,
+                            runtime_ok=runtime_ok)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _interpolate(v, f"{path}[{i}]", environ, secrets, problems, runtime_ok=runtime_ok)
+            for i, v in enumerate(value)
+        ]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$$" if runtime_ok else "$"
+        if name in environ:
+            if _SECRET_NAME.search(name):
+                secrets.add(environ[name])
+            return environ[name]
+        if not runtime_ok:
+            problems.append(f"{path}: environment variable {name} is not set")
+        return match.group(0)
+
+    return _VARIABLE.sub(substitute, value)
+
+
+def _walk_secrets(value: Any) -> list[SecretStr]:
+    found: list[SecretStr] = []
+    if isinstance(value, SecretStr):
+        found.append(value)
+    elif isinstance(value, BaseModel):
+        for field in type(value).model_fields:
+            found += _walk_secrets(getattr(value, field))
+    elif isinstance(value, dict):
+        for item in value.values():
+            found += _walk_secrets(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found += _walk_secrets(item)
+    return found
+
+
+def _secret_values(probe: Any) -> set[str]:
+    values = {s.get_secret_value() for s in _walk_secrets(probe)}
+    # A header value is only secret in part ("Bearer abc"): keep the token too.
+    values |= {part for v in values for part in v.split() if len(part) >= 8}
+    return values

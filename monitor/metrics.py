@@ -1,0 +1,192 @@
+"""Every metric of monitor, defined once with its help text and buckets.
+
+The names, types and labels are a contract (DESIGN.md, Metrics): alert
+rules and dashboards read them. Nothing here imports the rest of monitor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import disable_created_metrics as _disable_created
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+
+# Network and connect times: sub-second from 5 ms, then the TCP SYN
+# retransmission steps (a lost SYN is resent after ~1 s, 3 s, 7 s), up to 60 s.
+# Client-library defaults stop at 10 s, which hides exactly those stalls.
+NETWORK_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75,
+    1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+)
+# Scheduler and event-loop lag: healthy values are well below 10 ms.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+Type = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    type: Type
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = NETWORK_BUCKETS
+
+    @property
+    def per_probe(self) -> bool:
+        return "probe" in self.labels
+
+
+P = ("probe", "kind")  # every probe metric carries both
+
+SPECS: tuple[Spec, ...] = (
+    # -- every probe ------------------------------------------------------
+    Spec("monitor_probe_info", "gauge", "Always 1; the join dimensions of each probe.",
+         ("probe", "kind", "level", "layer", "service", "target")),
+    Spec("monitor_probe_interval_seconds", "gauge", "Configured interval between runs.", P),
+    Spec("monitor_probe_timeout_seconds", "gauge", "Configured timeout of one run.", P),
+    Spec("monitor_probe_success", "gauge", "1 if the last run succeeded, else 0.", P),
+    Spec("monitor_probe_duration_seconds", "histogram", "Duration of probe runs.", P),
+    Spec("monitor_probe_runs_total", "counter", "Probe runs by result.", (*P, "result")),
+    Spec("monitor_probe_failures_total", "counter", "Failed probe runs by reason.",
+         (*P, "reason")),
+    Spec("monitor_probe_skipped_total", "counter",
+         "Runs not started because the previous one still ran or the run was missed.", P),
+    Spec("monitor_probe_last_run_timestamp_seconds", "gauge",
+         "When the last run finished, seconds since the epoch.", P),
+    # -- http, lb, journey ------------------------------------------------
+    Spec("monitor_http_responses_total", "counter",
+         "Every HTTP response a probe got, by status code and origin.",
+         (*P, "code", "origin")),
+    Spec("monitor_http_phase_duration_seconds", "histogram",
+         "HTTP request phases: dns, connect, tls, ttfb, transfer.", (*P, "phase")),
+    # -- tls --------------------------------------------------------------
+    Spec("monitor_tls_cert_expiry_timestamp_seconds", "gauge",
+         "Earliest notAfter in the presented chain, seconds since the epoch.", P),
+    # -- burst ------------------------------------------------------------
+    Spec("monitor_burst_connections_total", "counter",
+         "Burst connections by concurrency step and outcome.", (*P, "step", "outcome")),
+    Spec("monitor_burst_connect_duration_seconds", "histogram",
+         "TCP connect time of burst connections.", P),
+    Spec("monitor_burst_capacity_concurrency", "gauge",
+         "Highest concurrency step that passed in the last run (0: none).", P),
+    Spec("monitor_burst_ramp_complete", "gauge",
+         "1 if every step passed (the knee lies above the top step).", P),
+    # -- lb ---------------------------------------------------------------
+    Spec("monitor_lb_backend_responses_total", "counter",
+         "Load-balancer probe responses by backend and status code.", (*P, "backend", "code")),
+    Spec("monitor_lb_address_success", "gauge",
+         "1 if every request to the resolved address (by index) succeeded.", (*P, "address")),
+    # -- sql --------------------------------------------------------------
+    Spec("monitor_sql_phase_duration_seconds", "histogram",
+         "SQL phases: connect, tls, startup, query.", (*P, "phase")),
+    Spec("monitor_sql_connect_duration_seconds", "histogram",
+         "Whole SQL connect (TCP, TLS, startup and auth).", P),
+    Spec("monitor_sql_app_timeout_seconds", "gauge",
+         "The application's own connect timeout (config app_timeout).", P),
+    Spec("monitor_sql_connections_used", "gauge", "Client connections in use on the server.", P),
+    Spec("monitor_sql_connections_max", "gauge",
+         "Connections the server accepts from clients (max less reserved slots).", P),
+    # -- journey ----------------------------------------------------------
+    Spec("monitor_journey_step_success", "gauge", "1 if the step succeeded in the last run.",
+         (*P, "step")),
+    Spec("monitor_journey_step_duration_seconds", "histogram", "Duration of journey steps.",
+         (*P, "step")),
+    # -- load -------------------------------------------------------------
+    Spec("monitor_load_requests_total", "counter", "Load-test requests by status code.",
+         (*P, "code")),
+    Spec("monitor_load_latency_seconds", "histogram",
+         "Load-test latency measured from each request's intended send time.", P),
+    Spec("monitor_load_active", "gauge", "1 while a load test runs.", P),
+    # -- the daemon -------------------------------------------------------
+    Spec("monitor_verdict", "gauge", "1 for the current verdict state, 0 for the others.",
+         ("state",)),
+    Spec("monitor_scheduler_lag_seconds", "histogram",
+         "Delay between a run's scheduled time and its start.", buckets=LAG_BUCKETS),
+    Spec("monitor_event_loop_lag_seconds", "histogram",
+         "How late the event loop wakes a timer.", buckets=LAG_BUCKETS),
+    Spec("monitor_config_last_reload_success", "gauge", "1 if the last config load succeeded."),
+    Spec("monitor_config_last_reload_timestamp_seconds", "gauge",
+         "When the config was last loaded successfully."),
+    Spec("monitor_build_info", "gauge", "Always 1; the running version.", ("version",)),
+)
+
+SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+VERDICT_STATES = ("operational", "partial", "broken")
+CODE_LABELS_AT_ZERO = ("200", "429", "500", "502", "503", "504")
+
+
+class ConstLabelRegistry(CollectorRegistry):
+    """A registry that adds constant labels (`global.labels`) to every sample.
+
+    prometheus_client has no constant labels; adding them at collection time
+    lets a reload change them without recreating a single metric.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=True)
+        self.const_labels: dict[str, str] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        labels = dict(self.const_labels)
+        for metric in super().collect():
+            if labels:
+                metric.samples = [
+                    s._replace(labels={**s.labels, **labels}) for s in metric.samples
+                ]
+            yield metric
+
+
+class Metrics:
+    """The metric objects, created on one registry (no global state)."""
+
+    def __init__(self, registry: CollectorRegistry,
+                 sql_app_timeouts: Iterable[float] = ()) -> None:
+        # _created series double the series count and no rule reads them.
+        _disable_created()
+        self.registry = registry
+        self._by_name: dict[str, MetricWrapperBase] = {}
+        for spec in SPECS:
+            buckets = spec.buckets
+            if spec.name == "monitor_sql_connect_duration_seconds":
+                buckets = sql_connect_buckets(sql_app_timeouts)
+            self._by_name[spec.name] = _create(spec, buckets, registry)
+
+    def __getitem__(self, name: str) -> MetricWrapperBase:
+        return self._by_name[name]
+
+    def rebucket_sql_connect(self, app_timeouts: Iterable[float]) -> None:
+        """Recreate the SQL connect histogram when the app_timeouts change.
+
+        Histogram buckets are fixed per metric; the 0.5, 0.8 and 1.0 x
+        app_timeout edges of every sql probe must be among them.
+        """
+        name = "monitor_sql_connect_duration_seconds"
+        buckets = sql_connect_buckets(app_timeouts)
+        current = self._by_name[name]
+        if tuple(current._upper_bounds[:-1]) == buckets:  # type: ignore[attr-defined]
+            return
+        self.registry.unregister(current)
+        self._by_name[name] = _create(SPEC_BY_NAME[name], buckets, self.registry)
+
+
+def sql_connect_buckets(app_timeouts: Iterable[float]) -> tuple[float, ...]:
+    edges = set(NETWORK_BUCKETS)
+    for timeout in app_timeouts:
+        edges |= {round(timeout * f, 3) for f in (0.5, 0.8, 1.0)}
+    return tuple(sorted(edges))
+
+
+def _create(spec: Spec, buckets: tuple[float, ...],
+            registry: CollectorRegistry) -> MetricWrapperBase:
+    if spec.type == "counter":
+        # Counter appends _total itself.
+        return Counter(spec.name.removesuffix("_total"), spec.help, spec.labels,
+                       registry=registry)
+    if spec.type == "gauge":
+        return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+    return Histogram(spec.name, spec.help, spec.labels, buckets=buckets, registry=registry)

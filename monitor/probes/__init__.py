@@ -1,0 +1,19 @@
+"""The probe kinds: one module each, one explicit registry.
+
+Adding a kind = a config model in ``monitor/config/<kind>.py`` (plus one
+line in ``monitor/config/models.py:ProbeConfig``), a module here, one line
+in ``KINDS``, tests, and a section in the docs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monitor.probes.base import Probe
+
+KINDS: dict[str, type[Probe]] = {
+}
+
+
+def build_probe(config: Any) -> Probe:
+    return KINDS[config.kind](config)

@@ -1,0 +1,206 @@
+"""What every probe shares: the result of one run and the failure reasons.
+
+A probe measures; the runner (``monitor.runner``) does the rest: it enforces
+the timeout, times the run, turns stray exceptions into ``reason="error"``
+and hands the result to the recorder, the only code that touches metrics.
+
+A probe's ``run(ctx)`` returns ``ctx.success(...)`` or ``ctx.failure(...)``,
+or raises :class:`ProbeFailure` from deep inside its helpers (the runner turns
+it into the same failed result). Nothing else should escape a probe: an
+exception that does is a bug of ours and is reported as ``error`` with its
+traceback in the log.
+
+Exceptions of this package::
+
+    ProbeFailure          a classified failure of the target (a result, not a bug)
+    monitor.config.ConfigError   a config file that cannot be used
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+# Failure reasons: a fixed list (it is a metric label). DESIGN.md explains each.
+REASONS: tuple[str, ...] = (
+    "timeout",
+    "dns",
+    "connect_refused",
+    "connect_timeout",
+    "connection_reset",
+    "tls",
+    "http_status",
+    "assertion",
+    "auth",
+    "capacity",
+    "protocol",
+    "error",
+)
+Reason = Literal[
+    "timeout",
+    "dns",
+    "connect_refused",
+    "connect_timeout",
+    "connection_reset",
+    "tls",
+    "http_status",
+    "assertion",
+    "auth",
+    "capacity",
+    "protocol",
+    "error",
+]
+
+# Details end up in logs, /api/status and the check table: keep them short.
+MAX_DETAIL_CHARS = 512
+# The --debug trace of one run; a journey or a burst can be chatty.
+MAX_TRACE_LINES = 400
+MAX_TRACE_LINE_CHARS = 4096
+
+
+def bounded(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Cut ``text`` to ``limit`` characters, saying so."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 14] + "... [truncated]"
+
+
+class ProbeFailure(Exception):
+    """The target failed the check; carries the classified reason."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: Reason = reason
+        self.detail = detail
+
+
+MetricOp = Literal["inc", "set", "observe"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One kind-specific metric update, applied by the recorder.
+
+    ``metric`` is a name from ``monitor.metrics``; ``labels`` are the labels
+    other than ``probe`` (and ``kind``, where the metric has it).
+    """
+
+    metric: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+    op: MetricOp
+
+
+@dataclass(slots=True)
+class Result:
+    """The outcome of one probe run."""
+
+    probe: str
+    kind: str
+    ok: bool
+    reason: Reason | None
+    detail: str
+    started_at: float  # wall clock, seconds since the epoch
+    duration: float  # seconds, monotonic
+    phases: dict[str, float] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)
+    # Small, kind-specific facts for /api/status and `check` (no secrets).
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class RunContext:
+    """Collects what one run measures; a probe builds its Result through it."""
+
+    def __init__(self, probe: str, kind: str, *, debug: bool = False,
+                 phase_metric: str | None = None) -> None:
+        self.probe = probe
+        self.kind = kind
+        self.debug = debug
+        self.phase_metric = phase_metric
+        self.started_at = time.time()
+        self.started = time.monotonic()
+        self.phases: dict[str, float] = {}
+        self.samples: list[Sample] = []
+        self.trace_lines: list[str] = []
+        self.facts: dict[str, Any] = {}
+
+    # -- measurements ----------------------------------------------------
+    def phase(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` to phase ``name`` (phases add up over redirects)."""
+        self.phases[name] = self.phases.get(name, 0.0) + seconds
+
+    def inc(self, metric: str, value: float = 1.0, **labels: str) -> None:
+        self.samples.append(Sample(metric, tuple(labels.items()), value, "inc"))
+
+    def set(self, metric: str, value: float, **labels: str) -> None:
+        self.samples.append(Sample(metric, tuple(labels.items()), value, "set"))
+
+    def observe(self, metric: str, value: float, **labels: str) -> None:
+        self.samples.append(Sample(metric, tuple(labels.items()), value, "observe"))
+
+    def trace(self, line: str) -> None:
+        """Record a line of the --debug trace (callers redact secrets first)."""
+        if self.debug and len(self.trace_lines) < MAX_TRACE_LINES:
+            self.trace_lines.append(bounded(line, MAX_TRACE_LINE_CHARS))
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    # -- outcomes --------------------------------------------------------
+    def success(self, detail: str = "") -> Result:
+        return self._result(True, None, detail)
+
+    def failure(self, reason: Reason, detail: str) -> Result:
+        return self._result(False, reason, detail)
+
+    def _result(self, ok: bool, reason: Reason | None, detail: str) -> Result:
+        samples = list(self.samples)
+        if self.phase_metric:
+            samples += [
+                Sample(self.phase_metric, (("phase", name),), seconds, "observe")
+                for name, seconds in self.phases.items()
+            ]
+        return Result(
+            probe=self.probe,
+            kind=self.kind,
+            ok=ok,
+            reason=reason,
+            detail=bounded(detail),
+            started_at=self.started_at,
+            duration=self.elapsed(),
+            phases=dict(self.phases),
+            samples=samples,
+            trace=list(self.trace_lines),
+            facts=dict(self.facts),
+        )
+
+
+class Probe:
+    """One configured probe. Built once per config; ``run`` is called per run.
+
+    Subclasses set ``phase_metric`` when their phases are exported (the
+    recorder observes each phase of ``ctx.phase`` into it, once per run).
+    """
+
+    phase_metric: ClassVar[str | None] = None
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    async def run(self, ctx: RunContext) -> Result:
+        raise NotImplementedError
+
+    def initial_samples(self) -> list[Sample]:
+        """Label series to create at zero when the probe is registered,
+        so that rate() has a baseline before the first fault."""
+        return []
+
+    async def close(self) -> None:
+        """Release what the probe holds between runs (most hold nothing)."""
+
+
+def zero(metric: str, **labels: str) -> Sample:
+    """A series created at zero (an increment by 0)."""
+    return Sample(metric, tuple(labels.items()), 0.0, "inc")
