@@ -115,6 +115,12 @@ class Recorder:
         ))
         self.update_verdict()
 
+    def live(self, name: str, sample: Sample) -> None:
+        """Apply one sample while the run goes on (see RunContext.live_set)."""
+        state = self.probes.get(name)
+        if state is not None:
+            self._apply(state, sample)
+
     def skipped(self, name: str) -> None:
         state = self.probes.get(name)
         if state is not None:

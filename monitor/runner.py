@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import structlog
 
-from monitor.probes.base import Probe, ProbeFailure, Result, RunContext
+from monitor.probes.base import Probe, ProbeFailure, Result, RunContext, Sample
 from monitor.redact import Redactor
 
 log = structlog.get_logger("monitor.runner")
@@ -27,11 +27,12 @@ async def run_once(
     redactor: Redactor,
     debug: bool = False,
     on_result: Callable[[Result], None] | None = None,
+    live: Callable[[str, Sample], None] | None = None,
 ) -> Result:
     name: str = config.name  # type: ignore[attr-defined]
     kind: str = config.kind  # type: ignore[attr-defined]
     timeout: float = config.timeout  # type: ignore[attr-defined]
-    ctx = RunContext(name, kind, debug=debug, phase_metric=probe.phase_metric)
+    ctx = RunContext(name, kind, debug=debug, phase_metric=probe.phase_metric, live=live)
     with structlog.contextvars.bound_contextvars(
         probe=name, kind=kind, target=config.info_target(),  # type: ignore[attr-defined]
     ):

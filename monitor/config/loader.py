@@ -142,6 +142,21 @@ def _sentence(error: Any) -> str:
     if kind == "union_tag_invalid":
         ctx = error.get("ctx", {})
         return f"unknown kind {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
+    ctx = error.get("ctx", {})
+    bounds = {"greater_than": "more than", "greater_than_equal": "at least",
+              "less_than": "less than", "less_than_equal": "at most"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "?")
+        return f"must be {bounds[kind]} {limit}, got {error['input']!r}"
+    if kind == "string_pattern_mismatch" and error["loc"][-1] == "name":
+        return "must be lower-case letters, digits, '-' or '_' (it becomes the probe label)"
+    if kind == "pattern_regex":
+        try:
+            re.compile(error["input"])
+        except (re.error, TypeError) as exc:
+            return f"invalid regular expression {error['input']!r}: {exc}"
+    if kind in ("too_long", "too_short"):
+        return str(error["msg"]).replace("List should", "must").replace("String should", "must")
     message = str(error["msg"])
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 

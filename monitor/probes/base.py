@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 # Failure reasons: a fixed list (it is a metric label). DESIGN.md explains each.
@@ -114,11 +115,13 @@ class RunContext:
     """Collects what one run measures; a probe builds its Result through it."""
 
     def __init__(self, probe: str, kind: str, *, debug: bool = False,
-                 phase_metric: str | None = None) -> None:
+                 phase_metric: str | None = None,
+                 live: Callable[[str, Sample], None] | None = None) -> None:
         self.probe = probe
         self.kind = kind
         self.debug = debug
         self.phase_metric = phase_metric
+        self._live = live
         self.started_at = time.time()
         self.started = time.monotonic()
         self.phases: dict[str, float] = {}
@@ -139,6 +142,14 @@ class RunContext:
 
     def observe(self, metric: str, value: float, **labels: str) -> None:
         self.samples.append(Sample(metric, tuple(labels.items()), value, "observe"))
+
+    def live_set(self, metric: str, value: float, **labels: str) -> None:
+        """Set a gauge now, not when the run ends (``monitor_load_active``).
+
+        Outside the daemon (``monitor check``) there is nothing to set.
+        """
+        if self._live is not None:
+            self._live(self.probe, Sample(metric, tuple(labels.items()), value, "set"))
 
     def trace(self, line: str) -> None:
         """Record a line of the --debug trace (callers redact secrets first)."""
