@@ -1,0 +1,1 @@
+"""The simulated stack behind `monitor demo`; the tests use the same services."""

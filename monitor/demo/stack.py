@@ -1,0 +1,129 @@
+"""`monitor demo`: the simulated services on loopback and the daemon probing them.
+
+`DemoStack` starts the services (tests use it too); `run_demo` adds the
+daemon with the bundled config (`demo.yaml`, a starting point to copy),
+prints where to look and how to inject faults, and runs until stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import ssl
+import tempfile
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from monitor.demo.backends import MODES, Faults, backend_app, control_app
+from monitor.demo.edge import edge_app
+from monitor.redact import Redactor
+
+BACKENDS = ("backend-a", "backend-b", "backend-c")
+LOOPBACK = "127.0.0.1"
+
+
+class DemoStack:
+    """The demo services; ``environ`` holds the DEMO_* values demo.yaml reads."""
+
+    def __init__(self, control_port: int = 0) -> None:
+        self.control_port = control_port
+        self.faults = Faults()
+        self.environ: dict[str, str] = {}
+        self.workdir = Path(tempfile.mkdtemp(prefix="monitor-demo-"))
+        self._runners: list[web.AppRunner] = []
+
+    async def __aenter__(self) -> DemoStack:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType]) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        import trustme  # the demo's throwaway CA (extra "demo")
+
+        ca = trustme.CA()
+        leaf = ca.issue_cert(LOOPBACK, "localhost")
+        ca_file = self.workdir / "demo-ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        leaf.configure_cert(server_ssl)
+        client_ssl = ssl.create_default_context(cafile=str(ca_file))
+
+        backend_urls = []
+        for name in BACKENDS:
+            port = await self._serve(backend_app(name, self.faults), ssl_context=server_ssl)
+            backend_urls.append(f"https://{LOOPBACK}:{port}")
+            self.environ[f"DEMO_{name.upper().replace('-', '_')}_URL"] = backend_urls[-1]
+        edge_port = await self._serve(edge_app(backend_urls, client_ssl), ssl_context=server_ssl)
+        control_port = await self._serve(control_app(self.faults), port=self.control_port)
+        self.environ.update({
+            "DEMO_CA_FILE": str(ca_file),
+            "DEMO_EDGE_URL": f"https://{LOOPBACK}:{edge_port}",
+            "DEMO_EDGE_TARGET": f"{LOOPBACK}:{edge_port}",
+            "DEMO_CONTROL_URL": f"http://{LOOPBACK}:{control_port}",
+        })
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def _serve(self, app: web.Application, *, port: int = 0,
+                     ssl_context: ssl.SSLContext | None = None) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, LOOPBACK, port, ssl_context=ssl_context)
+        await site.start()
+        server: Any = site._server  # aiohttp keeps the bound socket here
+        return int(server.sockets[0].getsockname()[1])
+
+
+def demo_config_text() -> str:
+    return resources.files("monitor.demo").joinpath("demo.yaml").read_text(encoding="utf-8")
+
+
+def run_demo(*, port: int, postgres_dsn: str | None, redactor: Redactor) -> int:
+    return asyncio.run(_run_demo(port, postgres_dsn, redactor))
+
+
+async def _run_demo(port: int, postgres_dsn: str | None, redactor: Redactor) -> int:
+    from monitor.cli import serve
+    from monitor.config import ConfigError, load_config
+
+    async with DemoStack(control_port=port + 1) as stack:
+        os.environ.update(stack.environ)
+        os.environ["DEMO_PORT"] = str(port)
+        path = stack.workdir / "monitor.yaml"
+        path.write_text(demo_config_text(), encoding="utf-8")
+        try:
+            config = load_config(path)
+        except ConfigError as error:  # a bug of ours: the bundled config must load
+            print("\n".join(error.problems))
+            return 3
+        redactor.update(config.secrets)
+        control = stack.environ["DEMO_CONTROL_URL"]
+        print(
+            f"monitor demo: {len(config.probes)} probes against simulated services on loopback\n"
+            f"  status page  http://{LOOPBACK}:{port}/\n"
+            f"  metrics      http://{LOOPBACK}:{port}/metrics\n"
+            f"  status JSON  http://{LOOPBACK}:{port}/api/status\n"
+            f"  config       {path}  (edit, then: curl -X POST http://{LOOPBACK}:{port}/-/reload)\n"
+            f"inject a fault (modes: {', '.join(MODES)}):\n"
+            f"  curl -X POST {control}/fault/backend-b/503\n"
+            f"  curl -X POST {control}/fault/backend-b/ok\n"
+            f"stop with Ctrl-C",
+            flush=True,
+        )
+        return await serve(path, config, redactor)

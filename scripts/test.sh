@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need, then runs them all.
+#   - Debian packages, when missing: PostgreSQL, MariaDB, haproxy, Prometheus,
+#     Alertmanager, Chromium (the tests start their own processes on 127.0.0.1);
+#   - this package with its test extras;
+# then ruff, mypy and pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ]; }
+have /usr/lib/postgresql/15/bin/postgres || missing+=(postgresql)
+have mariadbd || have mysqld || missing+=(mariadb-server)
+have haproxy || missing+=(haproxy)
+have prometheus || missing+=(prometheus)
+have prometheus-alertmanager || missing+=(prometheus-alertmanager)
+have chromium || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".[test,demo]"
+python3 -m ruff check .
+python3 -m mypy
+python3 -m pytest "$@"

@@ -1,0 +1,128 @@
+"""monitor/recorder.py: results become the DESIGN metrics; removed probes leave no series."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from prometheus_client import generate_latest
+
+from monitor.config import parse_config
+from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.probes.base import RunContext, zero
+from monitor.recorder import Recorder
+
+CONFIG = """
+global: {interval: 10s, timeout: 2s, labels: {env: test, vantage: here}}
+probes:
+  - {name: web, kind: http, url: "https://example.test/health", layer: edge, service: backend}
+  - {name: cert, kind: tls, target: "example.test:443", level: 3, layer: edge}
+"""
+
+
+def setup() -> tuple[Any, Metrics, Recorder, ConstLabelRegistry]:
+    config = parse_config(CONFIG, environ={})
+    registry = ConstLabelRegistry()
+    registry.const_labels = dict(config.global_.labels)
+    metrics = Metrics(registry)
+    recorder = Recorder(metrics)
+    for probe in config.probes:
+        recorder.register(probe, [zero("monitor_http_responses_total", code="503",
+                                       origin="unclassified")] if probe.kind == "http" else [])
+    return config, metrics, recorder, registry
+
+
+def value(registry: ConstLabelRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, {"env": "test", "vantage": "here", **labels})
+
+
+def test_register_creates_info_and_zero_series() -> None:
+    """Info, interval and timeout gauges and zero counters exist before any run."""
+    _, _, _, registry = setup()
+    assert value(registry, "monitor_probe_info", probe="web", kind="http", level="1",
+                 layer="edge", service="backend", target="https://example.test/health") == 1
+    assert value(registry, "monitor_probe_interval_seconds", probe="web", kind="http") == 10
+    assert value(registry, "monitor_probe_timeout_seconds", probe="cert", kind="tls") == 2
+    assert value(registry, "monitor_probe_failures_total", probe="web", kind="http",
+                 reason="timeout") == 0
+    assert value(registry, "monitor_http_responses_total", probe="web", kind="http",
+                 code="503", origin="unclassified") == 0
+
+
+def test_record_writes_common_and_kind_metrics() -> None:
+    """A failed run sets success 0, counts the reason and applies the probe's samples."""
+    _, _, recorder, registry = setup()
+    ctx = RunContext("web", "http", phase_metric="monitor_http_phase_duration_seconds")
+    ctx.phase("connect", 0.004)
+    ctx.inc("monitor_http_responses_total", code="503", origin="platform")
+    recorder.record(ctx.failure("http_status", "status 503"))
+    labels = {"probe": "web", "kind": "http"}
+    assert value(registry, "monitor_probe_success", **labels) == 0
+    assert value(registry, "monitor_probe_runs_total", result="failure", **labels) == 1
+    assert value(registry, "monitor_probe_failures_total", reason="http_status", **labels) == 1
+    assert value(registry, "monitor_http_responses_total", code="503", origin="platform",
+                 **labels) == 1
+    assert value(registry, "monitor_http_phase_duration_seconds_count", phase="connect",
+                 **labels) == 1
+    assert value(registry, "monitor_probe_duration_seconds_count", **labels) == 1
+    assert recorder.probes["web"].ring[-1].reason == "http_status"
+
+
+def test_forget_drops_every_series_of_the_probe() -> None:
+    """After forget(), /metrics has no series labelled with the probe."""
+    _, _, recorder, registry = setup()
+    ctx = RunContext("web", "http", phase_metric="monitor_http_phase_duration_seconds")
+    ctx.phase("dns", 0.001)
+    ctx.inc("monitor_http_responses_total", code="200", origin="service")
+    recorder.record(ctx.success())
+    recorder.forget("web")
+    text = generate_latest(registry).decode()
+    assert 'probe="web"' not in text
+    assert 'probe="cert"' in text
+
+
+def test_invalid_sample_is_logged_once_and_skipped() -> None:
+    """A sample with wrong labels is a bug of ours: logged, not raised, not recorded."""
+    _, _, recorder, registry = setup()
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            ctx = RunContext("web", "http")
+            ctx.inc("monitor_http_responses_total", code="200")  # origin missing
+            recorder.record(ctx.success())
+    assert [e["event"] for e in logs] == ["invalid sample from probe"]
+    assert value(registry, "monitor_probe_runs_total", probe="web", kind="http",
+                 result="success") == 2
+
+
+def test_no_created_series_and_constant_labels() -> None:
+    """_created series are disabled; global.labels are on every sample."""
+    _, _, recorder, registry = setup()
+    recorder.record(RunContext("web", "http").success())
+    text = generate_latest(registry).decode()
+    assert "_created" not in text
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            assert 'env="test"' in line and 'vantage="here"' in line, line
+
+
+def test_verdict_gauge_follows_the_window() -> None:
+    """A level-3 probe failing confidently makes the verdict broken."""
+    _, _, recorder, registry = setup()
+    for _ in range(5):
+        recorder.record(RunContext("cert", "tls").failure("tls", "expired"))
+    assert value(registry, "monitor_verdict", state="broken") == 1
+    assert value(registry, "monitor_verdict", state="operational") == 0
+
+
+def test_sql_connect_buckets_include_app_timeout_fractions() -> None:
+    """The SQL connect histogram has 0.5, 0.8 and 1.0 x app_timeout as bucket edges."""
+    registry = ConstLabelRegistry()
+    metrics = Metrics(registry, sql_app_timeouts=[25.0])
+    metrics["monitor_sql_connect_duration_seconds"].labels("db", "sql").observe(19.0)
+    text = generate_latest(registry).decode()
+    for edge in ("12.5", "20.0", "25.0"):
+        assert f'le="{edge}"' in text
+    metrics.rebucket_sql_connect([10.0])
+    metrics["monitor_sql_connect_duration_seconds"].labels("db", "sql").observe(9.0)
+    text = generate_latest(registry).decode()
+    assert 'le="8.0"' in text and 'le="12.5"' not in text
