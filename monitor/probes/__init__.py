@@ -10,8 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from monitor.probes.base import Probe
+from monitor.probes.http import HttpProbe
+from monitor.probes.tls import TlsProbe
 
 KINDS: dict[str, type[Probe]] = {
+    "http": HttpProbe,
+    "tls": TlsProbe,
 }
 
 

@@ -1,0 +1,127 @@
+"""`kind: http`: one request on a fresh connection, checked against `expect`.
+
+One run resolves the host (no DNS cache), connects, does the TLS handshake
+on https, sends the request and reads the response, following redirects up
+to ``max_redirects`` (a fresh connection for each hop). Phases dns, connect,
+tls, ttfb and transfer are summed over hops and exported as
+``monitor_http_phase_duration_seconds``; every response, redirects
+included, is counted in ``monitor_http_responses_total{code,origin}``,
+where ``origin`` comes from the probe's ``origins`` rules.
+
+Failure reasons for this kind:
+
+    dns               the host does not resolve
+    connect_refused   the port refused (or the host was unreachable)
+    connect_timeout   TCP connect not done within the timeout
+    tls               certificate rejected (untrusted, expired, wrong host)
+                      or handshake failure
+    connection_reset  reset, or closed before a complete response
+    timeout           connected, but no complete response within the timeout
+    protocol          the peer does not speak HTTP/1.x (invalid status line,
+                      head over 64 KiB, broken chunking)
+    capacity          429 where it was not expected (the platform is out of room)
+    http_status       any other status not in ``expect.status`` (default 2xx);
+                      or redirects exhausted
+    assertion         body over ``max_body_bytes``, ``body_regex`` not found,
+                      ``body_not_regex`` found, slower than ``max_duration``
+
+The request goes through :mod:`monitor.probes.httpclient`, which never retries.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from monitor.config.common import classify_origin
+from monitor.config.http import HttpProbeConfig, header_items
+from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
+from monitor.probes.httpclient import Request, Response, fetch
+
+RESPONSES = "monitor_http_responses_total"
+# The codes of the 503 family (DESIGN.md): created at zero so rate() has a baseline.
+INITIAL_CODES = ("200", "429", "500", "502", "503", "504")
+# How much of a body a failure detail quotes (the detail itself is capped).
+DETAIL_BODY_CHARS = 80
+
+
+class HttpProbe(Probe):
+    phase_metric: ClassVar[str | None] = "monitor_http_phase_duration_seconds"
+    config: HttpProbeConfig
+
+    def __init__(self, config: HttpProbeConfig) -> None:
+        super().__init__(config)
+        body = config.body.get_secret_value().encode() if config.body is not None else None
+        # Built once: the config is immutable and rebuilt on reload.
+        self._request = Request(
+            url=config.url, method=config.method,
+            headers=header_items(config.headers), body=body,
+        )
+
+    def origins(self) -> list[str]:
+        names = dict.fromkeys(rule.name for rule in self.config.origins)
+        names["unclassified"] = None
+        return list(names)
+
+    def initial_samples(self) -> list[Sample]:
+        return [zero(RESPONSES, code=code, origin=origin)
+                for code in INITIAL_CODES for origin in self.origins()]
+
+    async def run(self, ctx: RunContext) -> Result:
+        config = self.config
+        origin_of_last = "unclassified"
+
+        def count(response: Response) -> None:
+            nonlocal origin_of_last
+            origin_of_last = classify_origin(config.origins, response.header_map)
+            ctx.inc(RESPONSES, code=str(response.status), origin=origin_of_last)
+
+        response = await fetch(
+            self._request, timeout=config.timeout, ctx=ctx, tls=config.tls,
+            max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,
+            on_response=count,
+        )
+        took = ctx.elapsed()
+        parts = urlsplit(response.url)
+        ctx.facts.update({
+            "status": response.status,
+            "http_version": response.http_version,
+            # Without the query: it may carry a token.
+            "url": f"{parts.scheme}://{parts.netloc}{parts.path}",
+            "tls_version": response.tls_version,
+            "origin": origin_of_last,
+            "redirects": len(response.history),
+            "body_bytes": len(response.body),
+        })
+        summary = (f"{response.status} {response.reason} from {origin_of_last} "
+                   f"in {took * 1000:.1f}ms")
+
+        expect = config.expect
+        if not expect.status_ok(response.status):
+            wanted = ", ".join(map(str, expect.status)) if expect.status else "2xx"
+            reason: Reason = "capacity" if response.status == 429 else "http_status"
+            raise ProbeFailure(reason, f"status {response.status} (expected {wanted}), "
+                                       f"origin {origin_of_last}{_quote(response)}")
+        if expect.body_regex is not None or expect.body_not_regex is not None:
+            text = response.text()
+            if expect.body_regex is not None and not expect.body_regex.search(text):
+                raise ProbeFailure("assertion", f"body does not match "
+                                   f"{expect.body_regex.pattern!r}{_quote(response)}")
+            if expect.body_not_regex is not None:
+                found = expect.body_not_regex.search(text)
+                if found:
+                    raise ProbeFailure("assertion", f"body matches body_not_regex "
+                                       f"{expect.body_not_regex.pattern!r}: "
+                                       f"{found.group(0)[:DETAIL_BODY_CHARS]!r}")
+        if expect.max_duration is not None and took > expect.max_duration:
+            raise ProbeFailure("assertion", f"took {took:.3f}s, more than max_duration "
+                                            f"{expect.max_duration:g}s ({summary})")
+        version = f", {response.tls_version}" if response.tls_version else ""
+        return ctx.success(f"{summary}, HTTP/{response.http_version}{version}")
+
+
+def _quote(response: Response) -> str:
+    """The start of the body, to say what came back (the runner redacts)."""
+    if not response.body:
+        return ""
+    return f"; body: {response.text(DETAIL_BODY_CHARS * 4)[:DETAIL_BODY_CHARS]!r}"

@@ -1,0 +1,626 @@
+"""A small HTTP/1.1 client that owns its connection, for the probes.
+
+Why not aiohttp: a probe must time TCP connect and the TLS handshake apart
+(aiohttp's tracing has no TLS signal), must never resend a request
+(aiohttp's client can silently resend an idempotent request on a reset
+connection: a retry hides the flakiness we hunt), and must be cheap in CPU
+when many probes are due at once. So this client opens a fresh connection
+for every request with asyncio streams and speaks HTTP/1.1 through h11.
+
+One :func:`fetch` is one logical request: the first connection plus one
+fresh connection per followed redirect. It measures, summed over hops:
+
+    dns        getaddrinfo of the host (skipped for IP literals and
+               ``connect_address``)
+    connect    TCP connect (every resolved address is tried in order)
+    tls        the TLS handshake, on https only
+    ttfb       request sent -> first byte of the response head
+    transfer   first byte -> the end of the body
+
+Failures raise :class:`~monitor.probes.base.ProbeFailure` with one reason:
+
+    dns               the name does not resolve (or the resolver did not
+                      answer within the timeout)
+    connect_refused   every address refused (or was unreachable)
+    connect_timeout   TCP connect not done within the timeout
+    tls               handshake failed: verification, wrong host, expired,
+                      no shared protocol
+    connection_reset  a reset, or EOF before a complete response (during
+                      the handshake, before the first byte, mid-body)
+    timeout           connected, but no complete response within the timeout
+    protocol          not HTTP: invalid status line, head over 64 KiB,
+                      broken chunking
+    http_status       redirects exhausted (``max_redirects``)
+    assertion         body larger than ``max_body_bytes``
+
+Nothing is ever retried and no connection or DNS answer is reused.
+Other kinds (lb, load, burst with url) call :func:`fetch` directly;
+``ctx`` is optional for them (without it nothing is traced or recorded
+into a run, and :attr:`Response.phases` still holds the timings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import h11
+
+from monitor import USER_AGENT
+from monitor.config.common import TLSOptions
+from monitor.probes.base import ProbeFailure, Reason, RunContext
+
+# A response head larger than this is not a sane HTTP server (DESIGN.md).
+MAX_HEAD_BYTES = 64 * 1024
+READ_SIZE = 64 * 1024
+# Shown in --debug traces (DESIGN.md: at most 4 KiB of a body is kept).
+TRACE_BODY_BYTES = 4096
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Headers whose values never reach a trace line, whatever the config says.
+SENSITIVE_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
+})
+# Headers not sent on to another origin when a redirect leaves it.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_MASK = "<redacted>"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What to send. ``headers`` are sent as given, after ``Host`` and
+    ``User-Agent`` (a ``User-Agent`` of the caller replaces ours)."""
+
+    url: str
+    method: str = "GET"
+    headers: Sequence[tuple[str, str]] = ()
+    body: bytes | None = None
+
+
+@dataclass(slots=True)
+class Response:
+    """The final response of a fetch (after redirects).
+
+    ``headers`` keep their order with lower-case names; ``header()`` and
+    ``header_map`` look them up. ``history`` holds the redirect responses
+    (without bodies) that led here; ``phases`` the timings summed over all hops.
+    """
+
+    status: int
+    reason: str
+    http_version: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    url: str
+    tls_version: str | None = None
+    address: str = ""
+    history: list[Response] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def header_map(self) -> dict[str, str]:
+        """Lower-case name -> value (repeated headers joined with ', ')."""
+        found: dict[str, str] = {}
+        for name, value in self.headers:
+            found[name] = f"{found[name]}, {value}" if name in found else value
+        return found
+
+    def header(self, name: str) -> str | None:
+        return self.header_map.get(name.lower())
+
+    def text(self, limit: int | None = None) -> str:
+        body = self.body if limit is None else self.body[:limit]
+        return body.decode("utf-8", errors="replace")
+
+
+ResponseHook = Callable[[Response], None]
+
+
+# -- TLS contexts -------------------------------------------------------------
+# Building a context with the system trust store costs milliseconds; probes
+# share one per (ca_file, its mtime, insecure), so a rotated CA file is seen.
+_CONTEXTS: dict[tuple[str | None, int, bool], ssl.SSLContext] = {}
+
+
+def ssl_context(tls: TLSOptions | None) -> ssl.SSLContext:
+    """The client context for ``tls`` options: the system trust store, or
+    only ``ca_file`` when given; no verification with ``insecure_skip_verify``."""
+    tls = tls or TLSOptions()
+    ca_file = str(tls.ca_file) if tls.ca_file is not None else None
+    mtime = os.stat(ca_file).st_mtime_ns if ca_file else 0
+    key = (ca_file, mtime, tls.insecure_skip_verify)
+    context = _CONTEXTS.get(key)
+    if context is None:
+        context = ssl.create_default_context(cafile=ca_file)
+        if tls.insecure_skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        context.set_alpn_protocols(["http/1.1"])
+        if len(_CONTEXTS) > 64:  # reloads with changing CA files: stay bounded
+            _CONTEXTS.clear()
+        _CONTEXTS[key] = context
+    return context
+
+
+# -- progress, timings and the trace ---------------------------------------------
+class _Run:
+    """What one fetch has done so far: timings, the stage a timeout hits."""
+
+    __slots__ = ("bytes_in", "ctx", "phases", "stage", "target", "trace_on")
+
+    def __init__(self, ctx: RunContext | None) -> None:
+        self.ctx = ctx
+        self.trace_on = ctx is not None and ctx.debug
+        self.phases: dict[str, float] = {}
+        self.stage = "dns"
+        self.target = ""
+        self.bytes_in = 0
+
+    def phase(self, name: str, seconds: float) -> None:
+        self.phases[name] = self.phases.get(name, 0.0) + seconds
+        if self.ctx is not None:
+            self.ctx.phase(name, seconds)
+
+    def trace(self, line: str) -> None:
+        if self.trace_on:
+            assert self.ctx is not None
+            self.ctx.trace(line)
+
+    def timed_out(self, timeout: float) -> ProbeFailure:
+        where = self.target
+        if self.stage == "dns":
+            return ProbeFailure("dns", f"resolving {where} did not finish within {timeout:g}s")
+        if self.stage == "connect":
+            return ProbeFailure("connect_timeout",
+                                f"TCP connect to {where} not done within {timeout:g}s")
+        if self.stage == "tls":
+            return ProbeFailure("timeout",
+                                f"TLS handshake with {where} not done within {timeout:g}s")
+        if self.stage == "ttfb":
+            return ProbeFailure("timeout",
+                                f"no response from {where} within {timeout:g}s (request sent)")
+        return ProbeFailure("timeout", f"response from {where} not complete within "
+                                       f"{timeout:g}s ({self.bytes_in} bytes received)")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}ms"
+
+
+def _trace_header(prefix: str, name: str, value: str) -> str:
+    shown = _MASK if name.lower() in SENSITIVE_HEADERS else value
+    return f"{prefix} {name}: {shown}"
+
+
+# -- connections ------------------------------------------------------------------
+@dataclass(slots=True)
+class Connection:
+    """An open connection: asyncio streams plus what the handshake told."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    address: str
+    tls_version: str | None = None
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        obj: Any = self.writer.get_extra_info("ssl_object")
+        return obj  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        # abort(): no lingering close_notify exchange or TIME_WAIT wait for
+        # a connection we are done with; the peer sees FIN or RST.
+        self.writer.transport.abort()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _resolve(host: str, port: int, run: _Run) -> list[str]:
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ProbeFailure("dns", f"cannot resolve {host}: {exc.strerror or exc}") from None
+    except UnicodeError as exc:  # an invalid IDNA name
+        raise ProbeFailure("dns", f"cannot resolve {host}: {exc}") from None
+    finally:  # failed or cut short, the time was spent in this phase
+        seconds = time.monotonic() - started
+        run.phase("dns", seconds)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    run.trace(f"* dns {host} -> {', '.join(addresses)} ({_ms(seconds)})")
+    if not addresses:
+        raise ProbeFailure("dns", f"{host} resolves to no address")
+    return addresses
+
+
+async def _tcp_connect(addresses: list[str], port: int, run: _Run
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    """Try the addresses in order (a dual-stack host may not be reachable
+    over one family); this is not a retry: no request has been sent."""
+    run.stage = "connect"
+    started = time.monotonic()
+    errors: list[str] = []
+    refused = False
+    timed_out = False
+    try:
+        for address in addresses:
+            try:
+                reader, writer = await asyncio.open_connection(address, port, limit=READ_SIZE)
+            except ConnectionRefusedError:
+                refused = True
+                errors.append(f"{address}: connection refused")
+            except TimeoutError:  # the kernel gave up (ETIMEDOUT), not our deadline
+                timed_out = True
+                errors.append(f"{address}: timed out")
+            except OSError as exc:  # unreachable host or network
+                errors.append(f"{address}: {exc.strerror or exc}")
+            else:
+                run.trace(f"* connected to {address}:{port} "
+                          f"({_ms(time.monotonic() - started)})")
+                return reader, writer, address
+    finally:
+        run.phase("connect", time.monotonic() - started)
+    reason: Reason = "connect_timeout" if timed_out and not refused else "connect_refused"
+    raise ProbeFailure(reason, f"cannot connect to port {port}: {'; '.join(errors)}")
+
+
+async def _handshake(writer: asyncio.StreamWriter, context: ssl.SSLContext,
+                     server_name: str, run: _Run) -> str | None:
+    run.stage = "tls"
+    started = time.monotonic()
+    try:
+        await _start_tls(writer, context, server_name, run)
+    finally:
+        run.phase("tls", time.monotonic() - started)
+    obj: Any = writer.get_extra_info("ssl_object")
+    version: str | None = obj.version() if obj is not None else None
+    if run.trace_on and obj is not None:
+        cipher = obj.cipher()
+        run.trace(f"* tls {version} {cipher[0] if cipher else ''} "
+                  f"server_name={server_name} ({_ms(time.monotonic() - started)})")
+    return version
+
+
+async def _start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext,
+                     server_name: str, run: _Run) -> None:
+    try:
+        await writer.start_tls(context, server_hostname=server_name)
+    except ssl.SSLCertVerificationError as exc:
+        writer.transport.abort()
+        message = exc.verify_message or exc.reason or str(exc)
+        raise ProbeFailure("tls", f"certificate of {server_name} rejected: {message}") from None
+    except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError,
+            asyncio.IncompleteReadError) as exc:
+        writer.transport.abort()
+        raise ProbeFailure("connection_reset", f"connection to {run.target} closed during "
+                           f"the TLS handshake ({type(exc).__name__})") from None
+    except ssl.SSLError as exc:
+        writer.transport.abort()
+        raise ProbeFailure("tls", f"TLS handshake with {run.target} failed: "
+                           f"{exc.reason or exc}") from None
+    except ConnectionError as exc:
+        writer.transport.abort()
+        raise ProbeFailure("connection_reset", f"connection to {run.target} lost during "
+                           f"the TLS handshake: {exc}") from None
+
+
+async def _open(host: str, port: int, run: _Run, *, tls: TLSOptions | None,
+                use_tls: bool, connect_address: str | None, server_name: str | None,
+                ) -> Connection:
+    run.target = f"{host}:{port}"
+    run.stage = "dns"
+    if connect_address is not None:
+        addresses = [connect_address]
+    elif _is_ip(host):
+        addresses = [host]
+    else:
+        addresses = await _resolve(host, port, run)
+    reader, writer, address = await _tcp_connect(addresses, port, run)
+    version = None
+    if use_tls:
+        try:
+            version = await _handshake(writer, ssl_context(tls), server_name or host, run)
+        except BaseException:
+            writer.transport.abort()
+            raise
+    return Connection(reader, writer, address, version)
+
+
+async def open_connection(host: str, port: int, *, timeout: float,
+                          tls: TLSOptions | None = None, use_tls: bool = True,
+                          ctx: RunContext | None = None, connect_address: str | None = None,
+                          ) -> Connection:
+    """Resolve, connect and (with ``use_tls``) do the TLS handshake, timing
+    each phase into ``ctx``; the TLS probe and non-HTTP kinds use this.
+
+    SNI and the name verified are ``tls.server_name`` or else ``host``.
+    Raises ProbeFailure (dns, connect_refused, connect_timeout, tls,
+    connection_reset, timeout). The caller closes the connection.
+    """
+    run = _Run(ctx)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _open(host, port, run, tls=tls, use_tls=use_tls,
+                               connect_address=connect_address,
+                               server_name=tls.server_name if tls else None)
+    except TimeoutError:
+        raise run.timed_out(timeout) from None
+
+
+# -- one exchange -------------------------------------------------------------------
+def _request_head(request: Request, parts: Any) -> list[tuple[str, str]]:
+    default_port = 443 if parts.scheme == "https" else 80
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if parts.port is not None and parts.port != default_port:
+        host = f"{host}:{parts.port}"
+    given = {name.lower() for name, _ in request.headers}
+    headers: list[tuple[str, str]] = []
+    if "host" not in given:
+        headers.append(("Host", host))
+    if "user-agent" not in given:
+        headers.append(("User-Agent", USER_AGENT))
+    headers.append(("Connection", "close"))
+    headers.extend(request.headers)
+    if request.body is not None and "content-length" not in given:
+        headers.append(("Content-Length", str(len(request.body))))
+    return headers
+
+
+def _looks_like_http(data: bytes) -> bool:
+    return b"HTTP/"[: len(data)] == data[:5]
+
+
+async def _exchange(connection: Connection, request: Request, parts: Any, run: _Run, *,
+                    redirects_on: bool, max_body_bytes: int,
+                    on_head: Callable[[Response], None]) -> Response:
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    headers = _request_head(request, parts)
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+    out = conn.send(h11.Request(method=request.method, target=target, headers=headers))
+    if request.body:
+        out += conn.send(h11.Data(data=request.body))
+    out += conn.send(h11.EndOfMessage())
+    if run.trace_on:
+        run.trace(f"> {request.method} {target} HTTP/1.1")
+        for name, value in headers:
+            run.trace(_trace_header(">", name, value))
+    reader, writer = connection.reader, connection.writer
+    run.stage = "ttfb"
+    run.bytes_in = 0
+    try:
+        writer.write(out)
+        await writer.drain()
+    except (ConnectionError, ssl.SSLError) as exc:
+        raise ProbeFailure("connection_reset", f"connection to {run.target} lost while "
+                           f"sending the request ({type(exc).__name__})") from None
+    sent = time.monotonic()
+    first_byte = 0.0
+    start_bytes = b""
+    eof = False
+    read_body = False
+    response: Response | None = None
+    body: list[bytes] = []
+    body_size = 0
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            if "too long" in str(exc):  # h11's wording for max_incomplete_event_size
+                raise ProbeFailure("protocol", f"response head from {run.target} larger "
+                                   f"than {MAX_HEAD_BYTES // 1024} KiB") from None
+            if eof:
+                raise ProbeFailure("connection_reset", _eof_detail(run, response)) from None
+            raise ProbeFailure("protocol", f"invalid HTTP response from {run.target}: "
+                               f"{exc}") from None
+        if event is h11.NEED_DATA:
+            try:
+                data = await reader.read(READ_SIZE)
+            except (ConnectionError, ssl.SSLError) as exc:
+                raise ProbeFailure("connection_reset",
+                                   _eof_detail(run, response, exc)) from None
+            if not data:
+                eof = True
+                if not run.bytes_in:
+                    raise ProbeFailure("connection_reset", _eof_detail(run, response))
+            elif not run.bytes_in:
+                first_byte = time.monotonic()
+                run.phase("ttfb", first_byte - sent)
+                run.stage = "transfer"
+            if len(start_bytes) < 5:
+                start_bytes += data[: 5 - len(start_bytes)]
+                if not _looks_like_http(start_bytes):
+                    raise ProbeFailure("protocol", f"not an HTTP response from {run.target}"
+                                       f"{_excerpt(data)}")
+            run.bytes_in += len(data)
+            conn.receive_data(data)
+            continue
+        if isinstance(event, h11.InformationalResponse):
+            continue
+        if isinstance(event, h11.Response):
+            response = Response(
+                status=event.status_code,
+                reason=event.reason.decode("latin-1"),
+                http_version=event.http_version.decode("ascii"),
+                headers=[(n.decode("latin-1"), v.decode("latin-1"))
+                         for n, v in event.headers],
+                body=b"",
+                url=request.url,
+                tls_version=connection.tls_version,
+                address=connection.address,
+            )
+            if run.trace_on:
+                run.trace(f"< HTTP/{response.http_version} {response.status} {response.reason}")
+                for name, value in response.headers:
+                    run.trace(_trace_header("<", name, value))
+            on_head(response)
+            # The body of a redirect is never needed (nor the hop's last one,
+            # which fails the run): don't read it.
+            read_body = not (redirects_on and _location(response) is not None)
+            if not read_body:
+                break
+            continue
+        if isinstance(event, h11.Data):
+            body_size += len(event.data)
+            if body_size > max_body_bytes:
+                raise ProbeFailure("assertion", f"body larger than max_body_bytes "
+                                   f"({max_body_bytes} bytes)")
+            body.append(bytes(event.data))
+            continue
+        if isinstance(event, h11.EndOfMessage):
+            break
+        if isinstance(event, h11.ConnectionClosed):
+            raise ProbeFailure("connection_reset", _eof_detail(run, response))
+    assert response is not None
+    run.phase("transfer", time.monotonic() - first_byte)
+    response.body = b"".join(body)
+    if run.trace_on and read_body:
+        shown = response.body[:TRACE_BODY_BYTES].decode("utf-8", errors="replace")
+        run.trace(f"< body ({len(response.body)} bytes): {shown}")
+    return response
+
+
+def _eof_detail(run: _Run, response: Response | None, error: Exception | None = None) -> str:
+    if not run.bytes_in:
+        where = "before any response byte"
+    elif response is None:
+        where = "inside the response head"
+    else:
+        where = "before the end of the body"
+    if error is None:
+        return f"connection to {run.target} closed {where}"
+    return f"connection to {run.target} lost {where}: {error}"
+
+
+def _excerpt(data: bytes) -> str:
+    return f": {data[:40]!r}" if data else ""
+
+
+# -- the public request ----------------------------------------------------------------
+async def fetch(
+    request: Request,
+    *,
+    timeout: float,
+    ctx: RunContext | None = None,
+    tls: TLSOptions | None = None,
+    connect_address: str | None = None,
+    max_redirects: int = 10,
+    max_body_bytes: int = 1024 * 1024,
+    on_response: ResponseHook | None = None,
+) -> Response:
+    """Send ``request`` on a fresh connection and return the final response.
+
+    ``timeout`` bounds the whole fetch, redirects included. ``tls`` gives
+    trust (``ca_file``), ``server_name`` (SNI and the name verified, for the
+    URL's own host) and ``insecure_skip_verify``. ``connect_address`` makes
+    the first host's connections go to that IP while Host header and SNI
+    stay those of the URL (lb probes every resolved address this way).
+    ``on_response`` sees every response head, redirects included, as soon
+    as it arrives (count them there). With ``ctx`` the phases are added to
+    the run and, in debug mode, the trace gets phases and both heads with
+    credential headers masked.
+
+    Raises ProbeFailure (see the module docstring); never retries.
+    """
+    run = _Run(ctx)
+    first_host = urlsplit(request.url).hostname
+    history: list[Response] = []
+
+    def seen(response: Response) -> None:
+        if on_response is not None:
+            on_response(response)
+
+    try:
+        async with asyncio.timeout(timeout):
+            current = request
+            while True:
+                parts = urlsplit(current.url)
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    raise ProbeFailure("http_status", f"cannot follow to {current.url!r}")
+                host = parts.hostname
+                same_host = host == first_host
+                use_tls = parts.scheme == "https"
+                connection = await _open(
+                    host, parts.port or (443 if use_tls else 80), run,
+                    tls=tls, use_tls=use_tls,
+                    connect_address=connect_address if same_host else None,
+                    server_name=tls.server_name if tls is not None and same_host else None,
+                )
+                follow = len(history) < max_redirects
+                try:
+                    response = await _exchange(
+                        connection, current, parts, run, redirects_on=max_redirects > 0,
+                        max_body_bytes=max_body_bytes, on_head=seen,
+                    )
+                finally:
+                    connection.close()
+                location = _location(response)
+                if location is not None:
+                    location = urljoin(current.url, location)
+                if location is None:
+                    response.history = history
+                    response.phases = dict(run.phases)
+                    return response
+                if not follow:
+                    if max_redirects == 0:  # following is off: the 3xx is the answer
+                        response.history = history
+                        response.phases = dict(run.phases)
+                        return response
+                    raise ProbeFailure(
+                        "http_status",
+                        f"stopped after {max_redirects} redirects (max_redirects): "
+                        f"{response.status} from {_short(current.url)} to {_short(location)}",
+                    )
+                history.append(response)
+                current = _redirected(current, response.status, location)
+                run.trace(f"* redirect {response.status} -> {_short(current.url)}")
+    except TimeoutError:
+        raise run.timed_out(timeout) from None
+
+
+def _location(response: Response) -> str | None:
+    if response.status not in REDIRECT_STATUSES:
+        return None
+    return response.header("location")
+
+
+def _short(url: str) -> str:
+    """A URL without its query (it may carry tokens) for details."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+def _redirected(request: Request, status: int, url: str) -> Request:
+    method, body = request.method, request.body
+    headers = list(request.headers)
+    # As browsers do: 303, and 301/302 after POST, continue as GET without a body.
+    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+        method, body = "GET", None
+        headers = [(n, v) for n, v in headers
+                   if n.lower() not in ("content-length", "content-type")]
+    if _origin(url) != _origin(request.url):
+        # Credentials are not handed to another origin.
+        headers = [(n, v) for n, v in headers if n.lower() not in _CREDENTIAL_HEADERS]
+    return Request(url=url, method=method, headers=headers, body=body)
