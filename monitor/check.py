@@ -15,6 +15,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -128,19 +129,20 @@ async def _sample(chosen: list[Any], options: CheckOptions, redactor: Redactor,
             for report, result in zip(reports, results, strict=True):
                 report.results.append(result)
             return reports
-        deadline = time.monotonic() + options.duration
+        duration = options.duration
+        deadline = time.monotonic() + duration
         progress = Progress(
             TextColumn("sampling"), BarColumn(), TextColumn("{task.fields[runs]} runs"),
             TimeRemainingColumn(), console=Console(file=err),
             disable=not Console(file=err).is_terminal,
         )
         with progress:
-            bar = progress.add_task("check", total=options.duration, runs=0)
+            bar = progress.add_task("check", total=duration, runs=0)
 
             async def tick() -> None:
                 while (left := deadline - time.monotonic()) > 0:
                     runs = sum(len(r.results) for r in reports)
-                    progress.update(bar, completed=options.duration - left, runs=runs)
+                    progress.update(bar, completed=duration - left, runs=runs)
                     await asyncio.sleep(min(0.5, left))
 
             await asyncio.gather(tick(), *(
@@ -185,7 +187,7 @@ def _p50(report: ProbeReport) -> float | None:
 
 
 def _as_json(state: str, level_states: list[LevelState], reports: list[ProbeReport],
-             judged: list[tuple[ProbeStats, str]]) -> dict[str, Any]:
+             judged: Sequence[tuple[ProbeStats, str]]) -> dict[str, Any]:
     probes = []
     for report, (stats, judgement) in zip(reports, judged, strict=True):
         ci_low, ci_high = stats.success_interval()
@@ -217,7 +219,7 @@ def _as_json(state: str, level_states: list[LevelState], reports: list[ProbeRepo
 
 
 def _print_text(state: str, level_states: list[LevelState], reports: list[ProbeReport],
-                judged: list[tuple[ProbeStats, str]], smoke: bool, out: TextIO) -> None:
+                judged: Sequence[tuple[ProbeStats, str]], smoke: bool, out: TextIO) -> None:
     console = Console(file=out, highlight=False)
     table = Table(show_lines=False)
     for column in ("probe", "kind", "level", "runs", "success (95% CI)", "judgement",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import disable_created_metrics as _disable_created
@@ -147,7 +147,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry,
                  sql_app_timeouts: Iterable[float] = ()) -> None:
         # _created series double the series count and no rule reads them.
-        _disable_created()
+        _disable_created()  # type: ignore[no-untyped-call]
         self.registry = registry
         self._by_name: dict[str, MetricWrapperBase] = {}
         for spec in SPECS:
@@ -156,7 +156,8 @@ class Metrics:
                 buckets = sql_connect_buckets(sql_app_timeouts)
             self._by_name[spec.name] = _create(spec, buckets, registry)
 
-    def __getitem__(self, name: str) -> MetricWrapperBase:
+    def __getitem__(self, name: str) -> Any:
+        """The metric object; its type (Counter, Gauge, Histogram) follows its Spec."""
         return self._by_name[name]
 
     def rebucket_sql_connect(self, app_timeouts: Iterable[float]) -> None:

@@ -7,6 +7,7 @@ drops all of its series.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -86,10 +87,8 @@ class Recorder:
         if state is None:
             return
         for metric, values in state.series:
-            try:
+            with contextlib.suppress(KeyError):  # already gone (a rebucketed histogram)
                 self.metrics[metric].remove(*values)
-            except KeyError:
-                pass  # already gone (a rebucketed histogram)
         self.update_verdict()
 
     # -- runs -------------------------------------------------------------

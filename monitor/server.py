@@ -106,7 +106,8 @@ def _basic_auth(users: dict[str, str]) -> Any:
                 key = hashlib.sha256(f"{user}\0{password}\0{hashed}".encode()).digest()
                 if key in verified or bcrypt.checkpw(password.encode(), hashed.encode()):
                     verified.add(key)
-                    return await handler(request)
+                    response: web.StreamResponse = await handler(request)
+                    return response
         return web.Response(status=401, text="Unauthorized\n",
                             headers={"WWW-Authenticate": 'Basic realm="monitor"'})
 

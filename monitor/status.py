@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from monitor import __version__
-from monitor.recorder import Recorder, RecentResult
+from monitor.recorder import RecentResult, Recorder
 from monitor.redact import Redactor
 from monitor.verdict import judge_window, verdict
 

@@ -65,7 +65,8 @@ def parse_config(text: str, environ: Mapping[str, str], source: str = "<config>"
 
     if problems:
         raise ConfigError(problems)
-    assert global_config is not None and server is not None
+    if global_config is None or server is None:  # problems above said why
+        raise ConfigError(problems or ["global/server: invalid"])
     for probe in probes:
         secrets |= _secret_values(probe)
     secrets |= {v.get_secret_value() for v in _walk_secrets(server)}

@@ -9,12 +9,16 @@ from pydantic import Field, TypeAdapter, model_validator
 
 from monitor.config.common import Strict
 from monitor.config.http import HttpProbeConfig
+from monitor.config.journey import JourneyProbeConfig
+from monitor.config.sql import SqlProbeConfig
 from monitor.config.tls import TlsProbeConfig
 from monitor.config.types import Duration, Ratio
 
 # One line per kind (with monitor/probes/__init__.py:KINDS).
 ProbeConfig = Annotated[
     HttpProbeConfig
+    | JourneyProbeConfig
+    | SqlProbeConfig
     | TlsProbeConfig,
     Field(discriminator="kind"),
 ]
@@ -59,7 +63,7 @@ class ServerConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ServerConfig:
-        host, sep, port = self.listen.rpartition(":")
+        _, sep, port = self.listen.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"listen must be host:port, got {self.listen!r}")
         for user, hashed in self.basic_auth_users.items():

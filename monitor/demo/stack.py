@@ -14,7 +14,6 @@ import ssl
 import tempfile
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -45,7 +44,7 @@ class DemoStack:
             raise
         return self
 
-    async def __aexit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType]) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     async def start(self) -> None:

@@ -19,8 +19,8 @@ Exceptions of this package::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 # Failure reasons: a fixed list (it is a metric label). DESIGN.md explains each.

@@ -195,6 +195,6 @@ class _served:
 
 
 async def _get(daemon: Daemon, route: str) -> tuple[int, str]:
-    async with _served(daemon) as base, aiohttp.ClientSession() as session:
-        async with session.get(base + route) as response:
-            return response.status, await response.text()
+    async with _served(daemon) as base, aiohttp.ClientSession() as session, \
+            session.get(base + route) as response:
+        return response.status, await response.text()
