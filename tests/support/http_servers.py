@@ -27,7 +27,7 @@ from pathlib import Path
 import trustme
 from aiohttp import web
 
-__all__ = ["Certs", "Served", "self_signed", "serve_app", "serve_raw"]
+__all__ = ["Certs", "RawHandler", "Served", "read_head", "self_signed", "serve_app", "serve_raw"]
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
