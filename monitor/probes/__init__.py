@@ -11,10 +11,12 @@ from typing import Any
 
 from monitor.probes.base import Probe
 from monitor.probes.http import HttpProbe
+from monitor.probes.journey import JourneyProbe
 from monitor.probes.tls import TlsProbe
 
 KINDS: dict[str, type[Probe]] = {
     "http": HttpProbe,
+    "journey": JourneyProbe,
     "tls": TlsProbe,
 }
 

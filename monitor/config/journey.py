@@ -1,0 +1,407 @@
+"""`kind: journey`: ordered steps (HTTP, WebSocket) that walk a user's path.
+
+Strings inside steps may hold ``${name}``: environment variables are
+substituted by the loader; what is left must name a variable that an
+*earlier* step extracts (checked here, at load time) and is filled in at run
+time. ``$$`` is a literal ``$``. Regexes are compiled at load time and take
+no variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from monitor.config.common import Origin, ProbeBase, Strict, TLSOptions
+from monitor.config.http import MAX_BODY_BYTES_CAP, MAX_REDIRECTS_CAP, Status
+from monitor.config.types import Duration, format_duration, parse_duration
+
+# A journey is a path, not a script: 20 steps is far more than a login,
+# a connect and a few exchanges, and bounds the per-step series.
+MAX_STEPS = 20
+# Messages a ws_expect may skip before giving up (the default and the cap).
+DEFAULT_MAX_SKIPPED = 10
+MAX_SKIPPED_CAP = 1000
+# The largest WebSocket message read (aiohttp's max_msg_size); default and cap.
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES_CAP = 16 * 1024 * 1024
+
+# `${name}` or `$$` (the loader left both for us in journeys).
+TEMPLATE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ACTIONS = ("http", "ws_connect", "ws_send", "ws_expect", "ws_close")
+
+
+def variables(value: Any) -> list[str]:
+    """Every ``${name}`` in the strings of ``value`` (dicts, lists, SecretStr), in order."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        return [m.group(1) for m in TEMPLATE.finditer(value) if m.group(1)]
+    if isinstance(value, dict):
+        return [name for k, v in value.items() for name in variables(k) + variables(v)]
+    if isinstance(value, list | tuple):
+        return [name for item in value for name in variables(item)]
+    return []
+
+
+def render(text: str, values: dict[str, str]) -> str:
+    """Fill in ``${name}`` from ``values``; ``$$`` becomes ``$``.
+
+    Raises KeyError naming the variable when it has no value (load-time
+    checks make that a bug or an extract that yielded nothing).
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return "$" if name is None else values[name]
+
+    return TEMPLATE.sub(substitute, text)
+
+
+def render_json(value: Any, values: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return render(value, values)
+    if isinstance(value, dict):
+        return {render(k, values): render_json(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_json(v, values) for v in value]
+    return value
+
+
+def _regex_text(value: Any) -> Any:
+    """Regexes take no variables; `$$` is a literal `$` as everywhere in a journey."""
+    if not isinstance(value, str):
+        return value
+    names = variables(value)
+    if names:
+        raise ValueError(f"regexes take no variables (found ${{{names[0]}}})")
+    return value.replace("$$", "$")
+
+
+JourneyRegex = Annotated[re.Pattern[str], BeforeValidator(_regex_text)]
+
+
+def _url(schemes: tuple[str, ...]) -> Any:
+    def check(value: str) -> str:
+        # Variables may sit anywhere after the scheme; check what can be known now.
+        parts = urlsplit(TEMPLATE.sub("x", value))
+        if parts.scheme not in schemes or not parts.netloc:
+            wanted = " or ".join(f"{s}://" for s in schemes)
+            raise ValueError(f"expected a {wanted} URL, got {value!r}")
+        if parts.username or parts.password:
+            raise ValueError("credentials in the URL are not allowed: use headers")
+        return value
+
+    return AfterValidator(check)
+
+
+def _header_names(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    for name in value:
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+            raise ValueError(f"invalid header name {name!r}")
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be plain JSON data (mappings, lists, strings, numbers)") from None
+    return value
+
+
+Headers = Annotated[dict[str, SecretStr], AfterValidator(_header_names)]
+JsonValue = Annotated[Any, AfterValidator(_json_value)]
+StepName = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=63)]
+VarName = Annotated[str, Field(pattern=VAR_NAME)]
+
+# `$.token`, `$.data.items[0].id`, `$["odd key"]`
+_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[\"([^\"]*)\"\]|\['([^']*)'\]")
+
+
+class Extractor:
+    """One ``extract`` entry: a JSON path (``$.a.b``) or a regex with one group."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.path: tuple[str | int, ...] | None = None
+        self.regex: re.Pattern[str] | None = None
+        if source.startswith("$"):
+            parts: list[str | int] = []
+            pos = 1
+            while pos < len(source):
+                match = _PATH_PART.match(source, pos)
+                if not match:
+                    raise ValueError(f"invalid JSON path {source!r} at position {pos}")
+                key, index, dq, sq = match.groups()
+                parts.append(int(index) if index is not None else (key or dq or sq or ""))
+                pos = match.end()
+            self.path = tuple(parts)
+        else:
+            try:
+                self.regex = re.compile(_regex_text(source))
+            except re.error as exc:
+                raise ValueError(f"invalid regex {source!r}: {exc}") from None
+            if self.regex.groups != 1:
+                raise ValueError(
+                    f"regex {source!r} must have exactly one group (it has {self.regex.groups})"
+                )
+
+    def __repr__(self) -> str:
+        return f"Extractor({self.source!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Extractor) and other.source == self.source
+
+    def __hash__(self) -> int:
+        return hash(self.source)
+
+    @classmethod
+    def parse(cls, value: Any) -> Extractor:
+        if isinstance(value, Extractor):
+            return value
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected a JSON path such as '$.token' or a regex with one group")
+        return cls(value)
+
+
+ExtractorField = Annotated[Any, BeforeValidator(Extractor.parse)]
+
+
+class StepExpect(Strict):
+    """What an http step's response must look like."""
+
+    status: tuple[Status, ...] = ()  # empty: any 2xx
+    body_regex: JourneyRegex | None = None
+
+    def status_ok(self, code: int) -> bool:
+        return code in self.status if self.status else 200 <= code < 300
+
+
+class HttpStep(Strict):
+    url: Annotated[str, _url(("http", "https"))]
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    headers: Headers = Field(default_factory=dict)
+    json_body: JsonValue = Field(default=None, alias="json")
+    body: SecretStr | None = None
+    expect: StepExpect = StepExpect()
+    extract: dict[VarName, ExtractorField] = Field(default_factory=dict)
+    timeout: Duration | None = None
+    tls: TLSOptions = TLSOptions()
+    max_redirects: Annotated[int, Field(ge=0, le=MAX_REDIRECTS_CAP)] = 0
+    max_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES_CAP)] = 1024 * 1024
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpStep:
+        if self.json_body is not None and self.body is not None:
+            raise ValueError("give either json or body, not both")
+        return self
+
+
+class WsConnectStep(Strict):
+    url: Annotated[str, _url(("ws", "wss"))]
+    headers: Headers = Field(default_factory=dict)
+    subprotocols: tuple[str, ...] = ()
+    timeout: Duration | None = None
+    tls: TLSOptions = TLSOptions()
+    max_message_bytes: Annotated[int, Field(ge=1, le=MAX_MESSAGE_BYTES_CAP)] = (
+        DEFAULT_MAX_MESSAGE_BYTES
+    )
+
+
+class WsSendStep(Strict):
+    json_body: JsonValue = Field(default=None, alias="json")
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> WsSendStep:
+        if (self.json_body is None) == (self.text is None):
+            raise ValueError("give exactly one of json or text")
+        return self
+
+
+class WsExpectStep(Strict):
+    json_match: dict[str, JsonValue] | None = None
+    regex: JourneyRegex | None = None
+    timeout: Duration | None = None
+    max_skipped: Annotated[int, Field(ge=0, le=MAX_SKIPPED_CAP)] = DEFAULT_MAX_SKIPPED
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> WsExpectStep:
+        if (self.json_match is None) == (self.regex is None):
+            raise ValueError("give exactly one of json_match or regex")
+        return self
+
+    def matcher_text(self) -> str:
+        """How the expectation reads in a detail (templates, never values)."""
+        if self.json_match is not None:
+            return f"json_match {show(self.json_match)}"
+        assert self.regex is not None
+        return f"regex {self.regex.pattern!r}"
+
+
+class WsCloseStep(Strict):
+    code: Annotated[int, Field(ge=1000, le=4999)] = 1000
+
+
+class Step(Strict):
+    """One step: a name (the `step` label) and exactly one action."""
+
+    name: StepName
+    http: HttpStep | None = None
+    ws_connect: WsConnectStep | None = None
+    ws_send: WsSendStep | None = None
+    ws_expect: WsExpectStep | None = None
+    ws_close: WsCloseStep | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_close(cls, data: Any) -> Any:
+        # `ws_close:` with nothing after it means "close with the defaults".
+        if isinstance(data, dict) and "ws_close" in data and data["ws_close"] is None:
+            data = {**data, "ws_close": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Step:
+        given = [name for name in ACTIONS if getattr(self, name) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(f"a step takes exactly one of {', '.join(ACTIONS)} (found {found})")
+        return self
+
+    @property
+    def action_name(self) -> str:
+        return next(name for name in ACTIONS if getattr(self, name) is not None)
+
+    @property
+    def action(self) -> Any:
+        return getattr(self, self.action_name)
+
+    @property
+    def timeout(self) -> float | None:
+        return getattr(self.action, "timeout", None)
+
+
+class JourneyProbeConfig(ProbeBase):
+    kind: Literal["journey"]
+    steps: tuple[Step, ...]
+    origins: tuple[Origin, ...] = ()
+
+    # Steps hold their own limits; the journey's timeout bounds the whole walk.
+    min_interval: ClassVar[float] = 0.0
+
+    @field_validator("steps")
+    @classmethod
+    def _step_count(cls, value: tuple[Step, ...]) -> tuple[Step, ...]:
+        if not value:
+            raise ValueError("a journey needs at least one step")
+        if len(value) > MAX_STEPS:
+            raise ValueError(f"a journey has at most {MAX_STEPS} steps (found {len(value)})")
+        return value
+
+    @classmethod
+    def default_timeout(cls, data: dict[str, Any], global_timeout: float) -> str:
+        """The steps' own timeouts plus the global timeout for the steps without one."""
+        total = global_timeout
+        for step in data.get("steps") or ():
+            if not isinstance(step, dict):
+                continue
+            for action in ACTIONS:
+                body = step.get(action)
+                if isinstance(body, dict) and "timeout" in body:
+                    # An invalid duration is reported by the step's own validation.
+                    with contextlib.suppress(ValueError):
+                        total += parse_duration(body["timeout"])
+        return format_duration(total)
+
+    def info_target(self) -> str:
+        for step in self.steps:
+            url = getattr(step.action, "url", None)
+            if url is not None:
+                return str(url)
+        return ""
+
+    def step_timeouts(self) -> float:
+        return sum(step.timeout or 0.0 for step in self.steps)
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = super().problems()
+        needed = self.step_timeouts()
+        if self.timeout < needed:
+            found.append((
+                "timeout",
+                f"timeout ({format_duration(self.timeout)}) must be at least the sum of "
+                f"the step timeouts ({format_duration(needed)})",
+            ))
+        seen: dict[str, int] = {}
+        defined: set[str] = set()
+        open_ws: str | None = None  # the step that opened the WebSocket
+        for index, step in enumerate(self.steps):
+            where = f"steps[{index}]"
+            if step.name in seen:
+                found.append((
+                    f"{where}.name",
+                    f"step name {step.name!r} is already used by steps[{seen[step.name]}]",
+                ))
+            seen.setdefault(step.name, index)
+            action = step.action_name
+            used = variables(step.action.model_dump(mode="python", exclude={"extract"}))
+            for name in dict.fromkeys(used):
+                if name not in defined:
+                    found.append((
+                        f"{where}.{action}",
+                        f"step {step.name!r} uses ${{{name}}}, which no earlier step "
+                        f"extracts and no environment variable sets",
+                    ))
+            if step.http is not None:
+                defined |= set(step.http.extract)
+            if action == "ws_connect":
+                if open_ws is not None:
+                    found.append((
+                        where,
+                        f"step {step.name!r}: a WebSocket is already open (step "
+                        f"{open_ws!r}); close it with ws_close first",
+                    ))
+                open_ws = step.name
+            elif action.startswith("ws_") and open_ws is None:
+                found.append((
+                    where,
+                    f"step {step.name!r}: {action} needs an open WebSocket "
+                    f"(a ws_connect step before it)",
+                ))
+            if action == "ws_close":
+                open_ws = None
+        return found
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_./:-]+$")
+
+
+def show(value: Any, limit: int = 160) -> str:
+    """A short YAML-flow rendering for details: ``{type: agent_response}``."""
+
+    def walk(item: Any) -> str:
+        if isinstance(item, dict):
+            return "{" + ", ".join(f"{walk(k)}: {walk(v)}" for k, v in item.items()) + "}"
+        if isinstance(item, list | tuple):
+            return "[" + ", ".join(walk(v) for v in item) + "]"
+        if isinstance(item, str) and _PLAIN.match(item):
+            return item
+        return json.dumps(item)
+
+    text = walk(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,583 @@
+"""`kind: journey`: walk a user's path (HTTP login, WebSocket, send, answer).
+
+One run opens a fresh HTTP session (no connection is reused, nothing is
+retried) and runs the configured steps in order; the first failing step
+ends the run, and the WebSocket and the session are always closed. It
+measures whether each step succeeded and how long it took
+(``monitor_journey_step_success`` / ``_duration_seconds{step}``), and
+counts every HTTP response (logins, redirects, WebSocket upgrades) in
+``monitor_http_responses_total{code, origin}``.
+
+Failure reasons, always with the failing step named in the detail:
+
+    dns               a host does not resolve (or the resolver did not answer)
+    connect_refused   TCP connect refused or the address unreachable
+    connect_timeout   TCP connect (with TLS, for https/wss) not done in time
+    tls               the TLS handshake failed
+    connection_reset  a reset or EOF before a complete answer; the WebSocket
+                      connection lost without a close frame
+    timeout           no (matching) answer within the step's timeout or what
+                      was left of the journey's
+    http_status       an http step got a status it does not expect, a
+                      WebSocket upgrade was answered with a status other than
+                      101, 401, 403 or 429, or redirects ran out
+    auth              a WebSocket upgrade was answered 401 or 403
+    capacity          an http step or an upgrade was answered 429
+    assertion         a body does not match ``body_regex``, an ``extract``
+                      found nothing, a body or message exceeds its cap, more
+                      non-matching messages than ``max_skipped`` arrived
+    protocol          the server closed the WebSocket (its close code is in
+                      the detail), an invalid handshake or frame, a response
+                      that is not HTTP
+
+Values a step extracts (tokens) are secrets: they are masked in the detail
+and the trace, and never stored in facts. Steps that did not run (after a
+failure) report ``monitor_journey_step_success 0`` and no duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
+
+import aiohttp
+
+from monitor import USER_AGENT
+from monitor.config.common import TLSOptions, classify_origin
+from monitor.config.journey import (
+    Extractor,
+    HttpStep,
+    JourneyProbeConfig,
+    Step,
+    WsCloseStep,
+    WsConnectStep,
+    WsExpectStep,
+    WsSendStep,
+    render,
+    render_json,
+)
+from monitor.config.types import format_duration
+from monitor.probes.base import Probe, ProbeFailure, Reason, RunContext, Sample, zero
+from monitor.redact import Redactor
+
+# Created at zero so rate() works from the first scrape (DESIGN.md): the
+# 5xx/429 family the alerts divide by, and 200; the same as the http probe.
+ZERO_CODES = ("200", "429", "500", "502", "503", "504")
+# Closing the WebSocket and the session after the journey; the runner grants
+# one second beyond the timeout, so this must stay well below it.
+FINAL_CLOSE_SECONDS = 0.5
+# A ws_close step waits this long for the server's close frame at most.
+CLOSE_HANDSHAKE_SECONDS = 2.0
+# How much of a received message a --debug trace line shows.
+TRACE_MESSAGE_CHARS = 200
+_ABNORMAL_CLOSE = 1006
+_MESSAGE_TOO_BIG = 1009
+_DNS_ERROR: Any = getattr(aiohttp, "ClientConnectorDNSError", ())
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    ok: bool
+    duration: float
+
+
+class JourneyProbe(Probe):
+    """Runs the steps of a ``kind: journey`` config; one `_Walk` per run."""
+
+    phase_metric: ClassVar[str | None] = None
+
+    def __init__(self, config: JourneyProbeConfig) -> None:
+        super().__init__(config)
+        self.config: JourneyProbeConfig = config
+        self._ssl: dict[TLSOptions, ssl.SSLContext] = {}
+
+    async def run(self, ctx: RunContext) -> Any:
+        return await _Walk(self, ctx).run()
+
+    def initial_samples(self) -> list[Sample]:
+        origins = [*dict.fromkeys(o.name for o in self.config.origins), "unclassified"]
+        return [
+            zero("monitor_http_responses_total", code=code, origin=origin)
+            for code in ZERO_CODES for origin in origins
+        ]
+
+    def ssl_context(self, options: TLSOptions) -> ssl.SSLContext:
+        context = self._ssl.get(options)
+        if context is None:
+            cafile = str(options.ca_file) if options.ca_file else None
+            context = ssl.create_default_context(cafile=cafile)
+            if options.insecure_skip_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._ssl[options] = context
+        return context
+
+
+class _Walk:
+    """One run of a journey: its session, WebSocket, variables and outcomes."""
+
+    def __init__(self, probe: JourneyProbe, ctx: RunContext) -> None:
+        self.probe = probe
+        self.config = probe.config
+        self.ctx = ctx
+        self.deadline = ctx.started + self.config.timeout
+        self.values: dict[str, str] = {}
+        # Extracted values are known only now: mask them in what we hand out.
+        self.redactor = Redactor()
+        self.lines: list[str] = []
+        self.outcomes: dict[str, StepOutcome] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        # What the current step waits for, for its timeout detail.
+        self.waiting = ""
+        self.resolving = False
+        self.connecting = False
+
+    # -- the walk ------------------------------------------------------------
+    async def run(self) -> Any:
+        failure: tuple[Reason, str] | None = None
+        try:
+            for step in self.config.steps:
+                failure = await self._step(step)
+                if failure is not None:
+                    break
+        finally:
+            await self._close()
+        self._record()
+        if failure is not None:
+            return self.ctx.failure(failure[0], self.redactor.text(failure[1]))
+        parts = ", ".join(
+            f"{name} {format_duration(round(o.duration, 3) or 0.001)}"
+            for name, o in self.outcomes.items()
+        )
+        return self.ctx.success(f"{len(self.outcomes)} steps ok ({parts})")
+
+    async def _step(self, step: Step) -> tuple[Reason, str] | None:
+        remaining = max(self.deadline - time.monotonic(), 0.0)
+        own = step.timeout
+        limited = own is None or own > remaining
+        budget = remaining if own is None or limited else own
+        self.waiting, self.resolving, self.connecting = "", False, False
+        started = time.monotonic()
+        failure: tuple[Reason, str] | None = None
+        try:
+            if budget <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(budget):
+                await self._act(step)
+        except ProbeFailure as exc:
+            failure = (exc.reason, exc.detail)
+        except aiohttp.ClientError as exc:  # before TimeoutError: some are both
+            failure = classify(exc)
+        except TimeoutError:
+            failure = self._timed_out(budget, limited)
+        except (OSError, ssl.SSLError) as exc:
+            failure = classify(exc)
+        duration = time.monotonic() - started
+        self.outcomes[step.name] = StepOutcome(ok=failure is None, duration=duration)
+        if failure is None:
+            self._trace(step, f"ok in {duration:.3f}s")
+            return None
+        reason, detail = failure
+        self._trace(step, f"failed: {reason}: {detail}")
+        return reason, f"step {step.name!r}: {detail}"
+
+    def _timed_out(self, budget: float, limited: bool) -> tuple[Reason, str]:
+        spent = format_duration(round(budget, 3) or 0.001)
+        tail = f" (what was left of the journey's {format_duration(self.config.timeout)})"
+        tail = tail if limited else ""
+        if self.resolving:
+            return "dns", f"no DNS answer after {spent}{tail}"
+        if self.connecting:
+            return "connect_timeout", f"connect not done after {spent}{tail}"
+        return "timeout", f"timeout after {spent}{tail} {self.waiting}".rstrip()
+
+    async def _act(self, step: Step) -> None:
+        action = step.action
+        if isinstance(action, HttpStep):
+            await self._http(step, action)
+        elif isinstance(action, WsConnectStep):
+            await self._ws_connect(step, action)
+        elif isinstance(action, WsSendStep):
+            await self._ws_send(step, action)
+        elif isinstance(action, WsExpectStep):
+            await self._ws_expect(step, action)
+        elif isinstance(action, WsCloseStep):
+            await self._ws_close(step, action)
+
+    # -- http ---------------------------------------------------------------
+    async def _http(self, step: Step, action: HttpStep) -> None:
+        url = self._render(action.url)
+        headers = {k: self._render(v.get_secret_value()) for k, v in action.headers.items()}
+        data: bytes | None = None
+        if action.json_body is not None:
+            data = json.dumps(self._render_json(action.json_body)).encode()
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json"
+        elif action.body is not None:
+            data = self._render(action.body.get_secret_value()).encode()
+        self._trace(step, f"> {action.method} {url}")
+        for name, value in headers.items():
+            self._trace(step, f"> {name}: {value}")
+        self.waiting = f"waiting for the response to {action.method} {url}"
+        session = self._session()
+        async with session.request(
+            action.method, url, headers=headers, data=data,
+            allow_redirects=action.max_redirects > 0, max_redirects=action.max_redirects,
+            ssl=self.probe.ssl_context(action.tls), server_hostname=action.tls.server_name,
+        ) as response:
+            self._trace(step, f"< HTTP {response.status} {response.reason or ''}".rstrip())
+            self.waiting = f"reading the body of {action.method} {url}"
+            body = await _read_body(response, action.max_body_bytes)
+            charset = response.charset or "utf-8"
+        self._trace(step, f"< body {len(body)} bytes")
+        status = response.status
+        if not action.expect.status_ok(status):
+            want = ", ".join(map(str, action.expect.status)) or "2xx"
+            reason: Reason = "capacity" if status == 429 else "http_status"
+            raise ProbeFailure(reason, f"expected status {want}, got {status}")
+        try:
+            text = body.decode(charset, "replace")
+        except LookupError:  # an unknown charset name
+            text = body.decode("utf-8", "replace")
+        regex = action.expect.body_regex
+        if regex is not None and not regex.search(text):
+            raise ProbeFailure("assertion", f"body does not match {regex.pattern!r}")
+        for name, extractor in action.extract.items():
+            value = _extract(name, extractor, text)
+            self.values[name] = value
+            self.redactor.add(value)
+            self._trace(step, f"extracted {name} ({len(value)} characters)")
+
+    # -- WebSocket ------------------------------------------------------------
+    async def _ws_connect(self, step: Step, action: WsConnectStep) -> None:
+        url = self._render(action.url)
+        headers = {k: self._render(v.get_secret_value()) for k, v in action.headers.items()}
+        self._trace(step, f"> GET {url} (WebSocket upgrade)")
+        for name, value in headers.items():
+            self._trace(step, f"> {name}: {value}")
+        self.waiting = f"waiting for the upgrade of {url}"
+        session = self._session()
+        try:
+            ws = await session.ws_connect(
+                url, headers=headers, protocols=action.subprotocols,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None,
+                                                ws_close=CLOSE_HANDSHAKE_SECONDS),
+                autoclose=True, autoping=True, heartbeat=None,
+                max_msg_size=action.max_message_bytes,
+                ssl=self.probe.ssl_context(action.tls), server_hostname=action.tls.server_name,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            status = exc.status
+            self._trace(step, f"< HTTP {status}: {exc.message}")
+            if status in (401, 403):
+                raise ProbeFailure("auth", f"upgrade refused with HTTP {status}") from None
+            if status == 429:
+                raise ProbeFailure("capacity", "upgrade refused with HTTP 429") from None
+            if status == 101:
+                raise ProbeFailure("protocol", f"invalid WebSocket handshake: {exc.message}") \
+                    from None
+            raise ProbeFailure("http_status", f"upgrade answered with HTTP {status}") from None
+        self.ws = ws
+        self._trace(step, "< HTTP 101 Switching Protocols")
+        if action.subprotocols and ws.protocol is None:
+            raise ProbeFailure("protocol", "the server chose none of the offered subprotocols "
+                                           f"({', '.join(action.subprotocols)})")
+
+    def _open_ws(self) -> aiohttp.ClientWebSocketResponse:
+        if self.ws is None:  # config validation makes this a bug of ours
+            raise RuntimeError("no open WebSocket")
+        return self.ws
+
+    async def _ws_send(self, step: Step, action: WsSendStep) -> None:
+        ws = self._open_ws()
+        if ws.closed:
+            _closed(ws)
+        if action.json_body is not None:
+            payload = json.dumps(self._render_json(action.json_body))
+        else:
+            payload = self._render(action.text or "")
+        self.waiting = "sending the message"
+        await ws.send_str(payload)
+        self._trace(step, f"> text message, {len(payload)} characters")
+
+    async def _ws_expect(self, step: Step, action: WsExpectStep) -> None:
+        ws = self._open_ws()
+        matcher = action.matcher_text()
+        expected = (
+            self._render_json(action.json_match) if action.json_match is not None else None
+        )
+        skipped = 0
+        last = ""
+        while True:
+            skip_note = f" ({_plural(skipped, 'other message')} skipped)" if skipped else ""
+            self.waiting = f"waiting for {matcher}{skip_note}"
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                text = str(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                text = bytes(msg.data).decode("utf-8", "replace")
+            elif msg.type == aiohttp.WSMsgType.CLOSE:
+                extra = f" ({str(msg.extra)[:80]})" if msg.extra else ""
+                raise ProbeFailure(
+                    "protocol",
+                    f"the server closed the WebSocket with code {msg.data}{extra} "
+                    f"while waiting for {matcher}{skip_note}",
+                )
+            elif msg.type == aiohttp.WSMsgType.ERROR:
+                _receive_error(msg.data, ws)
+            else:  # CLOSING, CLOSED
+                _closed(ws)
+            self._trace(step, f"< {_cut(text)}")
+            if _matches(text, expected, action):
+                return
+            skipped += 1
+            last = _kind_of(text)
+            if skipped > action.max_skipped:
+                raise ProbeFailure(
+                    "assertion",
+                    f"{_plural(skipped, 'message')} did not match {matcher} "
+                    f"(max_skipped {action.max_skipped}); the last was {last}",
+                )
+
+    async def _ws_close(self, step: Step, action: WsCloseStep) -> None:
+        ws = self._open_ws()
+        self.waiting = "waiting for the close handshake"
+        self.ws = None
+        await ws.close(code=action.code)
+        self._trace(step, f"closed with code {action.code}")
+
+    # -- plumbing -----------------------------------------------------------
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_end.append(self._on_response)
+            trace.on_request_redirect.append(self._on_response)
+            trace.on_dns_resolvehost_start.append(self._on_dns_start)
+            trace.on_dns_resolvehost_end.append(self._on_dns_end)
+            trace.on_connection_create_start.append(self._on_connect_start)
+            trace.on_connection_create_end.append(self._on_connect_end)
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False),
+                headers={"User-Agent": USER_AGENT},
+                trace_configs=[trace],
+                timeout=aiohttp.ClientTimeout(total=None),  # our steps own the time
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+            # aiohttp resends an idempotent request (GET, and so a WebSocket
+            # upgrade) once when its connection is reset, even on a fresh
+            # connection; a probe must never retry, the reset is what we count.
+            # tests/unit/probes/test_journey.py pins this.
+            self.session._retry_connection = False
+        return self.session
+
+    async def _on_response(self, _session: Any, _ctx: Any, params: Any) -> None:
+        response = params.response
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        self.ctx.inc("monitor_http_responses_total", code=str(response.status),
+                     origin=classify_origin(self.config.origins, headers))
+
+    async def _on_dns_start(self, *_: Any) -> None:
+        self.resolving = True
+
+    async def _on_dns_end(self, *_: Any) -> None:
+        self.resolving = False
+
+    async def _on_connect_start(self, *_: Any) -> None:
+        self.connecting = True
+
+    async def _on_connect_end(self, *_: Any) -> None:
+        self.connecting = False
+
+    async def _close(self) -> None:
+        """Close the WebSocket and the session, bounded: the runner's grace is short."""
+        ws, self.ws = self.ws, None
+        if ws is not None and not ws.closed:
+            try:
+                async with asyncio.timeout(FINAL_CLOSE_SECONDS):
+                    await ws.close()
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                pass  # the session's close below drops the connection anyway
+        session, self.session = self.session, None
+        if session is not None:
+            try:
+                async with asyncio.timeout(FINAL_CLOSE_SECONDS):
+                    await session.close()
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                pass
+
+    def _record(self) -> None:
+        """Per-step samples; steps that did not run count as not succeeded."""
+        ran: list[dict[str, Any]] = []
+        failed: str | None = None
+        for step in self.config.steps:
+            outcome = self.outcomes.get(step.name)
+            ok = outcome is not None and outcome.ok
+            self.ctx.set("monitor_journey_step_success", 1 if ok else 0, step=step.name)
+            if outcome is None:
+                continue
+            self.ctx.observe("monitor_journey_step_duration_seconds", outcome.duration,
+                             step=step.name)
+            self.ctx.phase(step.name, outcome.duration)
+            ran.append({"name": step.name, "ok": outcome.ok,
+                        "duration": round(outcome.duration, 6)})
+            if not outcome.ok:
+                failed = step.name
+        self.ctx.facts["steps"] = ran
+        self.ctx.facts["failed_step"] = failed
+        for line in self.lines:
+            self.ctx.trace(self.redactor.text(line))
+
+    def _trace(self, step: Step, line: str) -> None:
+        # Kept here and redacted at the end, when every extracted value is known.
+        if self.ctx.debug:
+            self.lines.append(f"step {step.name!r}: {line}")
+
+    def _render(self, text: str) -> str:
+        try:
+            return render(text, self.values)
+        except KeyError as exc:
+            raise ProbeFailure("assertion", f"variable ${{{exc.args[0]}}} has no value") from None
+
+    def _render_json(self, value: Any) -> Any:
+        try:
+            return render_json(value, self.values)
+        except KeyError as exc:
+            raise ProbeFailure("assertion", f"variable ${{{exc.args[0]}}} has no value") from None
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ProbeFailure("assertion", f"body larger than max_body_bytes ({limit} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _extract(name: str, extractor: Extractor, text: str) -> str:
+    if extractor.regex is not None:
+        match = extractor.regex.search(text)
+        if match is None or not match.group(1):
+            raise ProbeFailure(
+                "assertion", f"extract {name}: regex {extractor.source!r} found nothing"
+            )
+        return match.group(1)
+    try:
+        value: Any = json.loads(text)
+    except json.JSONDecodeError:
+        raise ProbeFailure("assertion", f"extract {name}: the body is not JSON") from None
+    for part in extractor.path or ():
+        in_list = isinstance(part, int) and isinstance(value, list) and 0 <= part < len(value)
+        if in_list or (isinstance(part, str) and isinstance(value, dict) and part in value):
+            value = value[part]
+        else:
+            value = None
+            break
+    if value is None or value == "":
+        raise ProbeFailure("assertion", f"extract {name}: {extractor.source} found nothing")
+    if isinstance(value, dict | list):
+        raise ProbeFailure(
+            "assertion", f"extract {name}: {extractor.source} is not a single value"
+        )
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _matches(text: str, expected: Any, action: WsExpectStep) -> bool:
+    if action.regex is not None:
+        return action.regex.search(text) is not None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return subset(expected, value)
+
+
+def subset(expected: Any, actual: Any) -> bool:
+    """``expected`` is contained in ``actual``: mappings by key, lists item by item."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and subset(value, actual[key]) for key, value in expected.items()
+        )
+    if isinstance(expected, list):
+        return (isinstance(actual, list) and len(actual) == len(expected)
+                and all(subset(e, a) for e, a in zip(expected, actual, strict=True)))
+    # 1 == 1.0 but True != 1: JSON booleans are not numbers.
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return expected is actual
+    return bool(expected == actual)
+
+
+def _kind_of(text: str) -> str:
+    """How a skipped message is named in a detail: its `type`, never its content."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return f"a non-JSON message of {len(text)} characters"
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        return f"type {_cut(value['type'], 40)!r}"
+    return f"a JSON message of {len(text)} characters"
+
+
+def _receive_error(error: Any, ws: aiohttp.ClientWebSocketResponse) -> NoReturn:
+    if isinstance(error, aiohttp.WebSocketError) and error.code == _MESSAGE_TOO_BIG:
+        raise ProbeFailure("assertion", "a message is larger than max_message_bytes")
+    if isinstance(error, aiohttp.ClientError | OSError):
+        raise ProbeFailure(*classify(error))
+    raise ProbeFailure("protocol", f"invalid WebSocket frame: {_cut(str(error), 120)}")
+
+
+def _closed(ws: aiohttp.ClientWebSocketResponse) -> NoReturn:
+    code = ws.close_code
+    if code is None or code == _ABNORMAL_CLOSE:
+        raise ProbeFailure("connection_reset", "the WebSocket connection was lost")
+    raise ProbeFailure("protocol", f"the WebSocket is closed (code {code})")
+
+
+def classify(exc: BaseException) -> tuple[Reason, str]:
+    """An aiohttp or socket error -> (reason, detail)."""
+    if isinstance(exc, _DNS_ERROR):
+        return "dns", f"cannot resolve {exc.host}"
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return "tls", f"TLS handshake failed: {_cut(str(exc), 200)}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "connect_timeout", "connect not done in time"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connect_refused", f"connection to {exc.host}:{exc.port} refused"
+        if isinstance(exc.os_error, TimeoutError):
+            return "connect_timeout", f"connect to {exc.host}:{exc.port} not done in time"
+        return "connect_refused", f"cannot connect to {exc.host}:{exc.port}: {exc.strerror}"
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return "http_status", "redirects ran out (max_redirects)"
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return "timeout", "no answer in time"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection_reset", "the server closed the connection before answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "connection_reset", f"the body was cut short: {_cut(str(exc), 120)}"
+    if isinstance(exc, aiohttp.ClientConnectionResetError | ConnectionResetError
+                  | BrokenPipeError):
+        return "connection_reset", "the connection was reset"
+    if isinstance(exc, aiohttp.ClientOSError | OSError):
+        return "connection_reset", f"connection lost: {exc.strerror or exc}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "assertion", "the URL is invalid once its variables are filled in"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "protocol", f"not a valid HTTP response: {_cut(exc.message, 120)}"
+    return "protocol", f"{type(exc).__name__}: {_cut(str(exc), 120)}"
+
+
+def _cut(text: str, limit: int = TRACE_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
