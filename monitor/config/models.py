@@ -7,18 +7,22 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, model_validator
 
+from monitor.config.burst import BurstProbeConfig
 from monitor.config.common import Strict
 from monitor.config.http import HttpProbeConfig
 from monitor.config.journey import JourneyProbeConfig
 from monitor.config.sql import SqlProbeConfig
+from monitor.config.tcp import TcpProbeConfig
 from monitor.config.tls import TlsProbeConfig
 from monitor.config.types import Duration, Ratio
 
 # One line per kind (with monitor/probes/__init__.py:KINDS).
 ProbeConfig = Annotated[
-    HttpProbeConfig
+    BurstProbeConfig
+    | HttpProbeConfig
     | JourneyProbeConfig
     | SqlProbeConfig
+    | TcpProbeConfig
     | TlsProbeConfig,
     Field(discriminator="kind"),
 ]

@@ -10,13 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from monitor.probes.base import Probe
+from monitor.probes.burst import BurstProbe
 from monitor.probes.http import HttpProbe
 from monitor.probes.journey import JourneyProbe
+from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
 
 KINDS: dict[str, type[Probe]] = {
+    "burst": BurstProbe,
     "http": HttpProbe,
     "journey": JourneyProbe,
+    "tcp": TcpProbe,
     "tls": TlsProbe,
 }
 

@@ -1,0 +1,248 @@
+"""`kind: burst`: how many concurrent connections does a path carry?
+
+One run ramps through ``steps``: at each step it opens that many connections
+at once and, on each, writes ``payload_bytes`` and reads them back from an
+echo endpoint (``target``), or sends one HTTP request (``url``). Every
+connection ends as
+
+- ``ok``: connected and transferred within ``slow_threshold`` (connect +
+  transfer, measured from the moment the step started it);
+- ``slow``: completed, but over ``slow_threshold``;
+- ``failed``: refused, reset, closed early, a wrong echo, a status outside
+  ``expect_status``;
+- ``timeout``: not complete within ``step_timeout``.
+
+A step passes when (failed + slow + timeout) / step <= ``max_failure_ratio``;
+the first step that does not pass ends the ramp (a struggling path is never
+pushed harder). The knee is the highest step that passed
+(``monitor_burst_capacity_concurrency``, 0 when the first step failed);
+``monitor_burst_ramp_complete`` is 1 when every step passed: then the knee
+lies somewhere above the top step and is unknown. Every socket of a step is
+closed before the next step starts, and all of them when the run ends or is
+cancelled.
+
+Failure reasons:
+
+- ``capacity``: the knee is below ``min_capacity`` (default: the first
+  step), while some connections did get through: the path is saturated.
+  The detail gives the failing step and its outcomes by cause.
+- ``dns`` (the target does not resolve; resolved once per run), and, when
+  not a single connection of the run got through, the most common cause
+  among them: ``connect_refused``, ``connect_timeout``,
+  ``connection_reset``, ``timeout``, ``tls``, ``protocol``, ``http_status``
+  (the path is down rather than saturated; the ``capacity`` alert would
+  fire for the wrong reason).
+
+A run never fails only because the ramp stopped above ``min_capacity``:
+the knee is data for the ``min_capacity`` rule and the dashboards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from monitor.config.burst import BurstProbeConfig
+from monitor.config.types import split_host_port
+from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
+from monitor.probes.tcp import (
+    SockAddr,
+    close_writer,
+    connect_reason,
+    describe,
+    format_address,
+    resolve,
+    transfer_reason,
+)
+
+OUTCOMES = ("ok", "slow", "failed", "timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one connection of a step did."""
+
+    outcome: str  # one of OUTCOMES
+    reason: Reason | None  # why it failed or timed out
+    connect: float | None  # seconds, when it connected
+    total: float  # seconds from the start of the step
+    note: str = ""  # a short description of the failure
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    step: int
+    counts: dict[str, int]
+    causes: dict[str, int]  # reason -> connections, over failed and timeout
+    max_total: float
+    notes: tuple[str, ...]
+
+    @property
+    def bad(self) -> int:
+        return self.counts["failed"] + self.counts["slow"] + self.counts["timeout"]
+
+    def summary(self) -> str:
+        parts = [f"{self.counts[o]} {o}" for o in OUTCOMES if self.counts[o]]
+        causes = ", ".join(f"{n} {r}" for r, n in sorted(self.causes.items(),
+                                                         key=lambda kv: -kv[1]))
+        text = f"step {self.step}: " + ", ".join(parts)
+        if causes:
+            text += f" ({causes})"
+        return text
+
+
+Connector = Callable[[float], Coroutine[Any, Any, Attempt]]
+
+
+class BurstProbe(Probe):
+    config: BurstProbeConfig
+    phase_metric = None
+
+    def initial_samples(self) -> list[Sample]:
+        # Every step x outcome exists at zero, so rate() has a baseline
+        # before the first saturation.
+        return [
+            zero("monitor_burst_connections_total", step=str(step), outcome=outcome)
+            for step in self.config.steps for outcome in OUTCOMES
+        ]
+
+    async def run(self, ctx: RunContext) -> Result:
+        config = self.config
+        connector = await self._connector(ctx)
+        capacity = 0
+        failing: StepReport | None = None
+        reports: list[StepReport] = []
+        for step in config.steps:
+            report = await self._step(ctx, step, connector)
+            reports.append(report)
+            ctx.trace(report.summary() + f"; slowest {report.max_total * 1000:.0f} ms")
+            if report.bad / step > config.max_failure_ratio:
+                failing = report
+                break
+            capacity = step
+        complete = failing is None
+        ctx.set("monitor_burst_capacity_concurrency", capacity)
+        ctx.set("monitor_burst_ramp_complete", 1 if complete else 0)
+        ctx.facts.update({
+            "capacity": capacity,
+            "ramp_complete": complete,
+            "steps": [{"step": r.step, **r.counts} for r in reports],
+        })
+        return self._verdict(ctx, capacity, failing, reports)
+
+    def _verdict(self, ctx: RunContext, capacity: int, failing: StepReport | None,
+                 reports: list[StepReport]) -> Result:
+        config = self.config
+        if failing is None:
+            return ctx.success(
+                f"every step passed up to {config.steps[-1]}: the knee lies above it")
+        through = sum(r.counts["ok"] + r.counts["slow"] for r in reports)
+        if through == 0:
+            causes: Counter[str] = Counter()
+            for report in reports:
+                causes.update(report.causes)
+            reason: Reason = causes.most_common(1)[0][0] if causes else "error"  # type: ignore[assignment]
+            note = failing.notes[0] if failing.notes else ""
+            return ctx.failure(reason, f"no connection got through: {failing.summary()}"
+                               + (f"; {note}" if note else ""))
+        stopped = f"ramp stopped at {failing.summary()}"
+        minimum = config.effective_min_capacity
+        if capacity < minimum:
+            return ctx.failure("capacity",
+                               f"capacity {capacity} is below min_capacity {minimum}: {stopped}")
+        return ctx.success(f"capacity {capacity}; {stopped}")
+
+    async def _step(self, ctx: RunContext, step: int, connector: Connector) -> StepReport:
+        """Open ``step`` connections at once; wait for all of them (bounded)."""
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(connector(time.monotonic())) for _ in range(step)]
+        attempts = [task.result() for task in tasks]
+        counts = dict.fromkeys(OUTCOMES, 0)
+        causes: Counter[str] = Counter()
+        notes: list[str] = []
+        for attempt in attempts:
+            counts[attempt.outcome] += 1
+            if attempt.connect is not None:
+                ctx.observe("monitor_burst_connect_duration_seconds", attempt.connect)
+            if attempt.reason is not None:
+                causes[attempt.reason] += 1
+            if attempt.note and attempt.note not in notes and len(notes) < 3:
+                notes.append(attempt.note)
+        for outcome, count in counts.items():
+            if count:
+                ctx.inc("monitor_burst_connections_total", count,
+                        step=str(step), outcome=outcome)
+        return StepReport(step=step, counts=counts, causes=dict(causes),
+                          max_total=max(a.total for a in attempts),
+                          notes=tuple(notes))
+
+    # -- connecting ---------------------------------------------------------
+    async def _connector(self, ctx: RunContext) -> Connector:
+        """Resolve once per run, and return what one connection of a step does."""
+        config = self.config
+        if config.target is None:
+            raise NotImplementedError("url mode")
+        host, port = split_host_port(config.target)
+        try:
+            async with asyncio.timeout(config.step_timeout):
+                address = (await resolve(host, port))[0]
+        except TimeoutError:
+            raise ProbeFailure("dns", f"no answer from the resolver for {host}") from None
+        ctx.trace(f"target {format_address(address)}, {config.payload_bytes} bytes per connection")
+        payload = os.urandom(config.payload_bytes)
+
+        async def connect(started: float) -> Attempt:
+            return await echo_once(address, payload, started, config.step_timeout,
+                                   config.slow_threshold)
+
+        return connect
+
+
+async def echo_once(address: SockAddr, payload: bytes, started: float, step_timeout: float,
+                    slow_threshold: float) -> Attempt:
+    """One connection: connect, write ``payload``, read it back, close."""
+    connect: float | None = None
+    writer: asyncio.StreamWriter | None = None
+    ok = False
+    total = 0.0
+    try:
+        async with asyncio.timeout(step_timeout):
+            reader, writer = await asyncio.open_connection(address[0], address[1])
+            connect = time.monotonic() - started
+            if payload:
+                # The transport sends in the background while we read: a large
+                # payload cannot deadlock against the echo.
+                writer.write(payload)
+                echoed = await reader.readexactly(len(payload))
+                if echoed != payload:
+                    return _done(started, connect, "failed", "protocol",
+                                 "the echo differs from what was sent")
+        total = time.monotonic() - started  # closing is not part of the measurement
+        ok = True
+    except TimeoutError:
+        reason: Reason = "connect_timeout" if connect is None else "timeout"
+        return _done(started, connect, "timeout", reason, f"{reason} after {step_timeout:g}s")
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        reason = connect_reason(exc) if connect is None else transfer_reason(exc)
+        return _done(started, connect, "failed", reason, describe(exc))
+    finally:
+        if writer is not None:
+            if ok:
+                await close_writer(writer)
+            else:
+                writer.transport.abort()
+    outcome = "slow" if total > slow_threshold else "ok"
+    return Attempt(outcome, None, connect, total)
+
+
+def _done(started: float, connect: float | None, outcome: str, reason: Reason,
+          note: str) -> Attempt:
+    return Attempt(outcome, reason, connect, time.monotonic() - started, note)
+
+
+__all__: list[Any] = ["OUTCOMES", "Attempt", "BurstProbe", "echo_once"]
