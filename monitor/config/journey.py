@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -300,9 +300,6 @@ class JourneyProbeConfig(ProbeBase):
     kind: Literal["journey"]
     steps: tuple[Step, ...]
     origins: tuple[Origin, ...] = ()
-
-    # Steps hold their own limits; the journey's timeout bounds the whole walk.
-    min_interval: ClassVar[float] = 0.0
 
     @field_validator("steps")
     @classmethod

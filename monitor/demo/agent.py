@@ -9,9 +9,11 @@ against it. Routes:
                        /auth/login. Sends {"type": "connection_ready"} first,
                        then answers each {"type": "user_message", "text"} after
                        `reply_delay` with {"type": "agent_response", "text"}.
+    POST /fault/<mode> sets the fault mode (the demo's switch); GET /fault shows it.
 
-Fault modes (one at a time, flipped with :meth:`AgentFaults.set`), each what
-a user of the real service would see when it breaks:
+Fault modes (one at a time, flipped with :meth:`AgentFaults.set` or
+`POST /fault/<mode>`), each what a user of the real service would see when
+it breaks:
 
     ok             as above
     reject_tokens  /ws answers 401 to every token (the auth service lost its keys)
@@ -92,6 +94,8 @@ def agent_app(faults: AgentFaults | None = None, *, user: str = DEMO_USER,
     app.router.add_post("/auth/login", _login)
     app.router.add_get("/health", _health)
     app.router.add_get("/ws", _ws)
+    app.router.add_post("/fault/{mode}", _set_fault)
+    app.router.add_get("/fault", _get_fault)
     app.on_shutdown.append(_close_sockets)
     return app
 
@@ -167,6 +171,19 @@ async def _converse(ws: web.WebSocketResponse, state: AgentState) -> None:
             continue
         text = str(data.get("text", ""))[:200]
         await ws.send_json({"type": "agent_response", "text": f"pong: {text}"})
+
+
+async def _set_fault(request: web.Request) -> web.Response:
+    faults = request.app[AGENT].faults
+    try:
+        faults.set(request.match_info["mode"])
+    except ValueError as error:
+        return web.json_response({"error": str(error)}, status=400)
+    return web.json_response({"mode": faults.mode})
+
+
+async def _get_fault(request: web.Request) -> web.Response:
+    return web.json_response({"mode": request.app[AGENT].faults.mode, "modes": list(MODES)})
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -150,10 +150,7 @@ class _Walk:
         self._record()
         if failure is not None:
             return self.ctx.failure(failure[0], self.redactor.text(failure[1]))
-        parts = ", ".join(
-            f"{name} {format_duration(round(o.duration, 3) or 0.001)}"
-            for name, o in self.outcomes.items()
-        )
+        parts = ", ".join(f"{name} {_ms(o.duration)}" for name, o in self.outcomes.items())
         return self.ctx.success(f"{len(self.outcomes)} steps ok ({parts})")
 
     async def _step(self, step: Step) -> tuple[Reason, str] | None:
@@ -576,6 +573,11 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
 
 def _cut(text: str, limit: int = TRACE_MESSAGE_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:.0f}ms" if ms >= 1 else f"{ms:.1f}ms"
 
 
 def _plural(count: int, noun: str) -> str:

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
@@ -343,3 +344,13 @@ def test_variable_from_an_earlier_step_is_accepted() -> None:
     ])
     assert cfg.steps[1].http is not None
     assert cfg.steps[1].http.url == "http://127.0.0.1:1/me?t=${token}&p=$${x}"
+
+
+async def test_fault_switch_over_http(agent: AgentServer) -> None:
+    """The demo flips the agent's faults with POST /fault/<mode>; unknown modes are refused."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{agent.url}/fault/silent") as response:
+            assert response.status == 200
+        async with session.post(f"{agent.url}/fault/melt") as response:
+            assert response.status == 400
+    assert agent.faults.mode == "silent"
