@@ -69,7 +69,7 @@ from monitor.redact import Redactor
 ZERO_CODES = ("200", "429", "500", "502", "503", "504")
 # Closing the WebSocket and the session after the journey; the runner grants
 # one second beyond the timeout, so this must stay well below it.
-FINAL_CLOSE_SECONDS = 0.5
+FINAL_CLOSE_SECONDS = 0.25
 # A ws_close step waits this long for the server's close frame at most.
 CLOSE_HANDSHAKE_SECONDS = 2.0
 # How much of a received message a --debug trace line shows.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,15 +34,19 @@ class AgentServer:
 
 
 @asynccontextmanager
-async def serve_agent(faults: AgentFaults | None = None) -> AsyncIterator[AgentServer]:
+async def serve_agent(faults: AgentFaults | None = None, *,
+                      ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[AgentServer]:
+    """The agent on a free port; https and wss when ``ssl_context`` is given."""
     app = agent_app(faults)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         port = runner.addresses[0][1]
-        yield AgentServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", app[AGENT])
+        http, ws = ("https", "wss") if ssl_context else ("http", "ws")
+        yield AgentServer(f"{http}://127.0.0.1:{port}", f"{ws}://127.0.0.1:{port}/ws",
+                          app[AGENT])
     finally:
         await runner.cleanup()
 

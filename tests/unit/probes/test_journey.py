@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 import yaml
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
@@ -354,3 +357,21 @@ async def test_fault_switch_over_http(agent: AgentServer) -> None:
         async with session.post(f"{agent.url}/fault/melt") as response:
             assert response.status == 400
     assert agent.faults.mode == "silent"
+
+
+async def test_https_and_wss_with_a_private_ca(tmp_path: Path) -> None:
+    """Login over https and the WebSocket over wss verify against `tls.ca_file`."""
+    ca = trustme.CA()
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ssl)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with serve_agent(ssl_context=server_ssl) as agent:
+        steps = golden_path(agent)
+        unverified = await walk(steps)
+        steps[0]["http"]["tls"] = {"ca_file": str(ca_file)}
+        steps[1]["ws_connect"]["tls"] = {"ca_file": str(ca_file)}
+        verified = await walk(steps)
+    assert unverified.reason == "tls"
+    assert unverified.detail.startswith("step 'login': TLS handshake failed")
+    assert verified.ok, verified.detail
