@@ -18,6 +18,7 @@ it breaks:
     ok             as above
     reject_tokens  /ws answers 401 to every token (the auth service lost its keys)
     upgrade503     /ws answers 503 instead of upgrading (no instance ready)
+    upgrade429     /ws answers 429 instead of upgrading (at max instances)
     close1011      the agent closes the WebSocket with 1011 instead of answering
                    (the backend crashed mid-conversation)
     silent         the agent reads the message and never answers
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
-MODES = ("ok", "reject_tokens", "upgrade503", "close1011", "silent", "wrong_type")
+MODES = ("ok", "reject_tokens", "upgrade503", "upgrade429", "close1011", "silent", "wrong_type")
 DEMO_USER = "probe"
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - the demo's own throwaway credential
 # Tokens remembered; the oldest are forgotten first (a probe logs in every run).
@@ -126,6 +127,8 @@ async def _ws(request: web.Request) -> web.StreamResponse:
     mode = state.faults.mode
     if mode == "upgrade503":
         return web.json_response({"error": "no instance available"}, status=503)
+    if mode == "upgrade429":
+        return web.json_response({"error": "rate exceeded"}, status=429)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if mode == "reject_tokens" or scheme.lower() != "bearer" or token not in state.tokens:
         return web.json_response({"error": "invalid token"}, status=401)

@@ -163,7 +163,9 @@ class _Walk:
         failure: tuple[Reason, str] | None = None
         try:
             if budget <= 0:
-                raise TimeoutError
+                raise ProbeFailure("timeout", f"the journey's timeout "
+                                   f"({format_duration(self.config.timeout)}) ran out before "
+                                   f"this step")
             async with asyncio.timeout(budget):
                 await self._act(step)
         except ProbeFailure as exc:

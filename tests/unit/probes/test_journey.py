@@ -167,6 +167,14 @@ async def test_upgrade_503_is_http_status(agent: AgentServer) -> None:
     assert samples(result, RESPONSES)["503/unclassified"] == 1
 
 
+async def test_upgrade_429_is_capacity(agent: AgentServer) -> None:
+    """An upgrade answered 429 (max instances) is capacity."""
+    agent.faults.set("upgrade429")
+    result = await walk(golden_path(agent))
+    assert result.reason == "capacity"
+    assert result.detail == "step 'connect': upgrade refused with HTTP 429"
+
+
 async def test_upgrade_origin_is_classified(agent: AgentServer) -> None:
     """Origins rules apply to every response, upgrades included."""
     agent.faults.set("upgrade503")
