@@ -224,15 +224,22 @@ class _Walk:
             self._trace(step, f"> {name}: {value}")
         self.waiting = f"waiting for the response to {action.method} {url}"
         session = self._session()
-        async with session.request(
-            action.method, url, headers=headers, data=data,
-            allow_redirects=action.max_redirects > 0, max_redirects=action.max_redirects,
-            ssl=self.probe.ssl_context(action.tls), server_hostname=action.tls.server_name,
-        ) as response:
-            self._trace(step, f"< HTTP {response.status} {response.reason or ''}".rstrip())
-            self.waiting = f"reading the body of {action.method} {url}"
-            body = await _read_body(response, action.max_body_bytes)
-            charset = response.charset or "utf-8"
+        try:
+            # aiohttp gives up when the count of redirects reaches its
+            # max_redirects: one more lets ours be followed.
+            async with session.request(
+                action.method, url, headers=headers, data=data,
+                allow_redirects=action.max_redirects > 0,
+                max_redirects=action.max_redirects + 1,
+                ssl=self.probe.ssl_context(action.tls), server_hostname=action.tls.server_name,
+            ) as response:
+                self._trace(step, f"< HTTP {response.status} {response.reason or ''}".rstrip())
+                self.waiting = f"reading the body of {action.method} {url}"
+                body = await _read_body(response, action.max_body_bytes)
+                charset = response.charset or "utf-8"
+        except aiohttp.TooManyRedirects:
+            raise ProbeFailure("http_status", f"redirects ran out after {action.max_redirects} "
+                                              "(max_redirects)") from None
         self._trace(step, f"< body {len(body)} bytes")
         status = response.status
         if not action.expect.status_ok(status):

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import trustme
 import yaml
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -28,6 +29,7 @@ from monitor.redact import Redactor
 from monitor.runner import run_once
 from monitor.status import build_status
 from tests.support.agent import AgentServer, reset_server, serve_agent, silent_server
+from tests.support.http_servers import serve_app
 
 RESPONSES = "monitor_http_responses_total"
 STEP_SUCCESS = "monitor_journey_step_success"
@@ -383,3 +385,44 @@ async def test_https_and_wss_with_a_private_ca(tmp_path: Path) -> None:
     assert unverified.reason == "tls"
     assert unverified.detail.startswith("step 'login': TLS handshake failed")
     assert verified.ok, verified.detail
+
+
+def redirecting_app() -> web.Application:
+    """/start redirects to /end (which echoes the User-Agent); /loop to itself."""
+
+    async def start(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/end")
+
+    async def loop(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/loop")
+
+    async def end(request: web.Request) -> web.Response:
+        return web.json_response({"ua": request.headers.get("User-Agent")})
+
+    app = web.Application()
+    app.router.add_get("/start", start)
+    app.router.add_get("/end", end)
+    app.router.add_get("/loop", loop)
+    return app
+
+
+@pytest.mark.parametrize(("max_redirects", "reason", "counted"), [
+    pytest.param(0, "http_status", {"302/unclassified": 1}, id="not-followed"),
+    pytest.param(1, None, {"302/unclassified": 1, "200/unclassified": 1}, id="followed"),
+    pytest.param(2, "http_status", {"302/unclassified": 3}, id="ran-out"),
+])
+async def test_redirects_are_counted(max_redirects: int, reason: str | None,
+                                     counted: dict[str, float]) -> None:
+    """Redirects are followed only up to max_redirects; every response is counted."""
+    async with serve_app(redirecting_app()) as served:
+        path = "/loop" if reason and max_redirects else "/start"
+        step = {"name": "go", "http": {"url": f"{served.url}{path}",
+                                       "max_redirects": max_redirects,
+                                       "expect": {"body_regex": "monitor/"}}}
+        result = await walk([step])
+    assert result.reason == reason, result.detail
+    assert samples(result, RESPONSES) == counted
+    if reason and max_redirects:
+        assert result.detail == "step 'go': redirects ran out after 2 (max_redirects)"
+    elif reason:
+        assert result.detail == "step 'go': expected status 2xx, got 302"
