@@ -42,17 +42,17 @@ into a run, and :attr:`Response.phases` still holds the timings).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
-
-import h11
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from monitor import USER_AGENT
 from monitor.config.common import TLSOptions
@@ -220,6 +220,13 @@ class Connection:
         self.writer.transport.abort()
 
 
+@functools.lru_cache(maxsize=1024)
+def _split(url: str) -> SplitResult:
+    """urlsplit, cached: a probe sends the same URL every run."""
+    return urlsplit(url)
+
+
+@functools.lru_cache(maxsize=1024)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -362,9 +369,9 @@ async def open_connection(host: str, port: int, *, timeout: float,
 
 
 # -- one exchange -------------------------------------------------------------------
-def _request_head(request: Request, parts: Any) -> list[tuple[str, str]]:
+def _request_head(request: Request, parts: SplitResult) -> list[tuple[str, str]]:
     default_port = 443 if parts.scheme == "https" else 80
-    host = parts.hostname
+    host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     if parts.port is not None and parts.port != default_port:
@@ -386,111 +393,242 @@ def _looks_like_http(data: bytes) -> bool:
     return b"HTTP/"[: len(data)] == data[:5]
 
 
-async def _exchange(connection: Connection, request: Request, parts: Any, run: _Run, *,
+# HTTP/1.x parsing is done here rather than with h11: it is a third of the
+# CPU of a plain-HTTP probe run with h11, and a client only needs the
+# response side. RFC 9112: status line, header fields, message body length.
+# Heads are decoded as latin-1 (RFC 9110 5.5: other bytes are opaque).
+_STATUS_LINE = re.compile(r"HTTP/(\d\.\d) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# A chunk-size line with extensions longer than this is not a sane server.
+MAX_CHUNK_LINE = 4096
+
+
+class _ProtocolError(Exception):
+    """The peer's bytes are not HTTP/1.x; becomes reason ``protocol``."""
+
+
+class _Closed(Exception):
+    """EOF before a complete response; becomes reason ``connection_reset``."""
+
+
+class _Incoming:
+    """Buffered reading of one response off a stream, counting bytes and
+    noting the first byte's time (the end of ttfb)."""
+
+    __slots__ = ("buf", "eof", "first_byte", "reader", "run", "sent")
+
+    def __init__(self, reader: asyncio.StreamReader, run: _Run, sent: float) -> None:
+        self.reader = reader
+        self.run = run
+        self.sent = sent
+        self.buf = bytearray()
+        self.eof = False
+        self.first_byte = 0.0
+
+    async def more(self) -> None:
+        """Read what has arrived into the buffer; _Closed at EOF."""
+        if self.eof:
+            raise _Closed
+        data = await self.reader.read(READ_SIZE)
+        if not data:
+            self.eof = True
+            raise _Closed
+        run = self.run
+        if not run.bytes_in:
+            self.first_byte = time.monotonic()
+            run.phase("ttfb", self.first_byte - self.sent)
+            run.stage = "transfer"
+        if run.bytes_in < 5:
+            start = bytes(self.buf[:5]) + data[: 5 - len(self.buf)]
+            if not _looks_like_http(start):
+                raise _ProtocolError(f"not an HTTP response: {data[:40]!r}")
+        run.bytes_in += len(data)
+        self.buf += data
+
+    def take(self, size: int) -> bytes:
+        data = bytes(self.buf[:size])
+        del self.buf[:size]
+        return data
+
+    def _head_end(self, start: int) -> tuple[int, int]:
+        """(end of the head's text, end of the blank line), or (-1, -1).
+        Lines end in CRLF, or in a bare LF from lax servers."""
+        crlf = self.buf.find(b"\n\r\n", start)
+        lf = self.buf.find(b"\n\n", start)
+        if lf >= 0 and (crlf < 0 or lf < crlf):
+            return lf, lf + 2
+        if crlf >= 0:
+            return crlf, crlf + 3
+        return -1, -1
+
+    async def head(self) -> tuple[str, int, str, list[tuple[str, str]]]:
+        """(version, status, reason, headers with lower-case names)."""
+        searched = 0
+        while True:
+            # Look only at new bytes (and 2 before, where an end may straddle).
+            text_end, end = self._head_end(max(0, searched - 2))
+            if end >= 0:
+                break
+            if len(self.buf) > MAX_HEAD_BYTES:
+                raise _ProtocolError(f"response head larger than {MAX_HEAD_BYTES // 1024} KiB")
+            searched = len(self.buf)
+            await self.more()
+        if text_end > MAX_HEAD_BYTES:
+            raise _ProtocolError(f"response head larger than {MAX_HEAD_BYTES // 1024} KiB")
+        lines = self.take(end)[:text_end].decode("latin-1").split("\n")
+        status = _STATUS_LINE.fullmatch(lines[0].rstrip("\r"))
+        if status is None:
+            raise _ProtocolError(f"invalid status line {lines[0][:80]!r}")
+        headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if colon and _TOKEN.fullmatch(name):
+                headers.append((name.lower(), value.strip(" \t\r")))
+            elif line[:1] in (" ", "\t") and headers:
+                # Obsolete line folding: joined with a space (RFC 9112 5.2).
+                last, before = headers[-1]
+                headers[-1] = (last, f"{before} {line.strip()}")
+            else:
+                raise _ProtocolError(f"invalid header line {line[:80]!r}")
+        return status[1], int(status[2]), status[3] or "", headers
+
+    async def exactly(self, size: int) -> bytes:
+        while len(self.buf) < size:
+            await self.more()
+        return self.take(size)
+
+    async def line(self) -> bytes:
+        while (end := self.buf.find(b"\n")) < 0:
+            if len(self.buf) > MAX_CHUNK_LINE:
+                raise _ProtocolError("chunk-size line too long")
+            await self.more()
+        return self.take(end + 1).rstrip(b"\r\n")
+
+    async def body(self, framing: str | int, cap: int) -> bytes:
+        """The body framed by Content-Length (an int), ``chunked`` or ``close``."""
+        if isinstance(framing, int):
+            if framing > cap:
+                raise _TooBig
+            return await self.exactly(framing)
+        if framing == "close":
+            while not self.eof:
+                if len(self.buf) > cap:
+                    raise _TooBig
+                try:
+                    await self.more()
+                except _Closed:
+                    break
+            if len(self.buf) > cap:
+                raise _TooBig
+            return self.take(len(self.buf))
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            line = await self.line()
+            digits = _CHUNK_SIZE.fullmatch(line.partition(b";")[0].strip())
+            if digits is None:
+                raise _ProtocolError(f"invalid chunk size {line[:40]!r}")
+            chunk = int(digits[0], 16)
+            if chunk == 0:
+                while await self.line():  # trailer fields, up to the blank line
+                    pass
+                return b"".join(parts)
+            size += chunk
+            if size > cap:
+                raise _TooBig
+            parts.append(await self.exactly(chunk))
+            if await self.line():
+                raise _ProtocolError("chunk data longer than its size")
+
+
+class _TooBig(Exception):
+    """A body over max_body_bytes; becomes reason ``assertion``."""
+
+
+def _framing(method: str, status: int, headers: list[tuple[str, str]]) -> str | int:
+    """How the body is delimited (RFC 9112 6.3): a length, chunked, or close."""
+    if method == "HEAD" or status in (204, 304) or status < 200:
+        return 0
+    encodings = [v for n, v in headers if n == "transfer-encoding"]
+    if encodings:
+        last = ",".join(encodings).rsplit(",", 1)[-1].strip().lower()
+        return "chunked" if last == "chunked" else "close"
+    lengths = {v.strip() for n, v in headers if n == "content-length"
+               for v in v.split(",")}
+    if not lengths:
+        return "close"
+    if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+        raise _ProtocolError(f"invalid Content-Length {', '.join(sorted(lengths))!r}")
+    return int(lengths.pop())
+
+
+def _encode_request(method: str, target: str, headers: list[tuple[str, str]],
+                    body: bytes | None) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in headers:
+        if "\r" in value or "\n" in value:  # would split the header: never send it
+            raise ValueError(f"header {name} has a line break in its value")
+        lines.append(f"{name}: {value}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + body if body else head
+
+
+async def _exchange(connection: Connection, request: Request, parts: SplitResult, run: _Run, *,
                     redirects_on: bool, max_body_bytes: int,
                     on_head: Callable[[Response], None]) -> Response:
-    target = parts.path or "/"
+    target = (parts.path or "/").replace(" ", "%20")
     if parts.query:
         target = f"{target}?{parts.query}"
     headers = _request_head(request, parts)
-    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
-    out = conn.send(h11.Request(method=request.method, target=target, headers=headers))
-    if request.body:
-        out += conn.send(h11.Data(data=request.body))
-    out += conn.send(h11.EndOfMessage())
+    out = _encode_request(request.method, target, headers, request.body)
     if run.trace_on:
         run.trace(f"> {request.method} {target} HTTP/1.1")
         for name, value in headers:
             run.trace(_trace_header(">", name, value))
-    reader, writer = connection.reader, connection.writer
     run.stage = "ttfb"
     run.bytes_in = 0
     try:
-        writer.write(out)
-        await writer.drain()
+        connection.writer.write(out)
+        await connection.writer.drain()
     except (ConnectionError, ssl.SSLError) as exc:
         raise ProbeFailure("connection_reset", f"connection to {run.target} lost while "
-                           f"sending the request ({type(exc).__name__})") from None
-    sent = time.monotonic()
-    first_byte = 0.0
-    start_bytes = b""
-    eof = False
-    read_body = False
+                           f"sending the request: {exc}") from None
+    incoming = _Incoming(connection.reader, run, time.monotonic())
     response: Response | None = None
-    body: list[bytes] = []
-    body_size = 0
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            if "too long" in str(exc):  # h11's wording for max_incomplete_event_size
-                raise ProbeFailure("protocol", f"response head from {run.target} larger "
-                                   f"than {MAX_HEAD_BYTES // 1024} KiB") from None
-            if eof:
-                raise ProbeFailure("connection_reset", _eof_detail(run, response)) from None
-            raise ProbeFailure("protocol", f"invalid HTTP response from {run.target}: "
-                               f"{exc}") from None
-        if event is h11.NEED_DATA:
-            try:
-                data = await reader.read(READ_SIZE)
-            except (ConnectionError, ssl.SSLError) as exc:
-                raise ProbeFailure("connection_reset",
-                                   _eof_detail(run, response, exc)) from None
-            if not data:
-                eof = True
-                if not run.bytes_in:
-                    raise ProbeFailure("connection_reset", _eof_detail(run, response))
-            elif not run.bytes_in:
-                first_byte = time.monotonic()
-                run.phase("ttfb", first_byte - sent)
-                run.stage = "transfer"
-            if len(start_bytes) < 5:
-                start_bytes += data[: 5 - len(start_bytes)]
-                if not _looks_like_http(start_bytes):
-                    raise ProbeFailure("protocol", f"not an HTTP response from {run.target}"
-                                       f"{_excerpt(data)}")
-            run.bytes_in += len(data)
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.InformationalResponse):
-            continue
-        if isinstance(event, h11.Response):
-            response = Response(
-                status=event.status_code,
-                reason=event.reason.decode("latin-1"),
-                http_version=event.http_version.decode("ascii"),
-                headers=[(n.decode("latin-1"), v.decode("latin-1"))
-                         for n, v in event.headers],
-                body=b"",
-                url=request.url,
-                tls_version=connection.tls_version,
-                address=connection.address,
-            )
-            if run.trace_on:
-                run.trace(f"< HTTP/{response.http_version} {response.status} {response.reason}")
-                for name, value in response.headers:
-                    run.trace(_trace_header("<", name, value))
-            on_head(response)
-            # The body of a redirect is never needed (nor the hop's last one,
-            # which fails the run): don't read it.
-            read_body = not (redirects_on and _location(response) is not None)
-            if not read_body:
-                break
-            continue
-        if isinstance(event, h11.Data):
-            body_size += len(event.data)
-            if body_size > max_body_bytes:
-                raise ProbeFailure("assertion", f"body larger than max_body_bytes "
-                                   f"({max_body_bytes} bytes)")
-            body.append(bytes(event.data))
-            continue
-        if isinstance(event, h11.EndOfMessage):
+    read_body = False
+    try:
+        while True:
+            version, status, reason, fields = await incoming.head()
+            if 100 <= status < 200 and status != 101:
+                continue  # interim (100 Continue, 103 Early Hints): the answer follows
             break
-        if isinstance(event, h11.ConnectionClosed):
-            raise ProbeFailure("connection_reset", _eof_detail(run, response))
-    assert response is not None
-    run.phase("transfer", time.monotonic() - first_byte)
-    response.body = b"".join(body)
+        framing = _framing(request.method, status, fields)
+        response = Response(
+            status=status, reason=reason, http_version=version, headers=fields, body=b"",
+            url=request.url, tls_version=connection.tls_version, address=connection.address,
+        )
+        if run.trace_on:
+            run.trace(f"< HTTP/{version} {status} {reason}")
+            for name, value in fields:
+                run.trace(_trace_header("<", name, value))
+        on_head(response)
+        # A redirect about to be followed (or to fail the run as one too
+        # many) is judged by its head alone: its body is not read.
+        read_body = not (redirects_on and _location(response) is not None)
+        if read_body:
+            response.body = await incoming.body(framing, max_body_bytes)
+    except _ProtocolError as exc:
+        raise ProbeFailure("protocol", f"invalid HTTP response from {run.target}: "
+                                       f"{exc}") from None
+    except _TooBig:
+        raise ProbeFailure("assertion", f"body larger than max_body_bytes "
+                                        f"({max_body_bytes} bytes)") from None
+    except _Closed:
+        raise ProbeFailure("connection_reset", _eof_detail(run, response)) from None
+    except (ConnectionError, ssl.SSLError) as exc:
+        raise ProbeFailure("connection_reset", _eof_detail(run, response, exc)) from None
+    run.phase("transfer", time.monotonic() - incoming.first_byte)
     if run.trace_on and read_body:
         shown = response.body[:TRACE_BODY_BYTES].decode("utf-8", errors="replace")
         run.trace(f"< body ({len(response.body)} bytes): {shown}")
@@ -507,10 +645,6 @@ def _eof_detail(run: _Run, response: Response | None, error: Exception | None = 
     if error is None:
         return f"connection to {run.target} closed {where}"
     return f"connection to {run.target} lost {where}: {error}"
-
-
-def _excerpt(data: bytes) -> str:
-    return f": {data[:40]!r}" if data else ""
 
 
 # -- the public request ----------------------------------------------------------------
@@ -540,7 +674,7 @@ async def fetch(
     Raises ProbeFailure (see the module docstring); never retries.
     """
     run = _Run(ctx)
-    first_host = urlsplit(request.url).hostname
+    first_host = _split(request.url).hostname
     history: list[Response] = []
 
     def seen(response: Response) -> None:
@@ -551,7 +685,7 @@ async def fetch(
         async with asyncio.timeout(timeout):
             current = request
             while True:
-                parts = urlsplit(current.url)
+                parts = _split(current.url)
                 if parts.scheme not in ("http", "https") or not parts.hostname:
                     raise ProbeFailure("http_status", f"cannot follow to {current.url!r}")
                 host = parts.hostname

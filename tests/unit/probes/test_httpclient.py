@@ -271,3 +271,68 @@ async def test_open_connection_times_phases(certs: Certs) -> None:
         connection.close()
     assert connection.tls_version is not None
     assert list(ctx.phases) == ["dns", "connect", "tls"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "body", "headers"),
+    [
+        (b"HTTP/1.1 200 OK\nContent-Length: 2\nX-A: 1\n\nok", 200, b"ok", [("x-a", "1")]),
+        (b"HTTP/1.1 200 OK\r\nX-A: one\r\n  two\r\nContent-Length: 0\r\n\r\n", 200, b"",
+         [("x-a", "one two")]),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx",
+         201, b"x", []),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"2;ext=1\r\nab\r\n0\r\nX-Trailer: t\r\n\r\n", 200, b"ab", []),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nraw", 200, b"raw", []),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc", 200, b"abc", []),
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", 204, b"", []),
+        (b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", 200, b"", []),
+    ],
+    ids=["lf-only", "folded-header", "100-continue", "chunked-ext-trailer",
+         "other-encoding-until-close", "repeated-equal-length", "204-no-body", "no-reason"],
+)
+async def test_lenient_but_correct_framing(answer: bytes, status: int, body: bytes,
+                                           headers: list[tuple[str, str]]) -> None:
+    """Valid variants of HTTP/1.x framing are read as RFC 9112 says."""
+    async with serve_raw(raw(answer)) as server:
+        response = await fetch(Request(server.url), timeout=2)
+    assert response.status == status
+    assert response.body == body
+    for pair in headers:
+        assert pair in response.headers
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/2 200\r\n\r\n",
+    ],
+    ids=["conflicting-length", "negative-length", "space-in-name", "chunk-overrun",
+         "two-digit-status", "http2-status-line"],
+)
+async def test_invalid_framing_is_protocol(answer: bytes) -> None:
+    """Invalid heads and framing fail with protocol, not a guess."""
+    async with serve_raw(raw(answer, then_close=False)) as server:
+        failure = await failure_of(Request(server.url))
+    assert failure.reason == "protocol"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"x" * 1024
+     + b"\r\n" + b"400\r\n" + b"x" * 1024 + b"\r\n0\r\n\r\n",
+     b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 2048,
+     b"HTTP/1.1 200 OK\r\nContent-Length: 2048\r\n\r\n"],
+    ids=["chunked", "until-close", "content-length-announced"],
+)
+async def test_body_cap_applies_to_every_framing(answer: bytes) -> None:
+    """max_body_bytes fails the fetch with assertion whatever the framing."""
+    async with serve_raw(raw(answer)) as server:
+        failure = await failure_of(Request(server.url), max_body_bytes=1500)
+    assert failure.reason == "assertion"
+    assert "max_body_bytes (1500 bytes)" in failure.detail
