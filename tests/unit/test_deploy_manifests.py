@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from monitor import __version__
 from monitor.cli import parser as cli_parser
 from monitor.config.loader import parse_config
 from monitor.config.models import ProbeConfig
@@ -98,7 +99,7 @@ def test_kustomize_builds() -> None:
     assert sorted(kinds) == sorted(k8s_docs())
     statefulset = next(d for d in yaml.safe_load_all(out) if d["kind"] == "StatefulSet")
     image = statefulset["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image.endswith("/monitor/monitor:0.1.0")
+    assert image.endswith(f"/monitor/monitor:{__version__}")
 
 
 def _statefulset_args(ordinal: int) -> list[str]:
