@@ -205,6 +205,7 @@ async def test_token_never_logged(metadata: FakeMetadata, caplog: pytest.LogCapt
     google_logger.addHandler(caplog.handler)  # google-auth stops propagation itself
     caplog.set_level(logging.DEBUG)
     google_logger.setLevel(logging.DEBUG)
+    saved = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     try:
         clock = metadata.clock
@@ -216,7 +217,7 @@ async def test_token_never_logged(metadata: FakeMetadata, caplog: pytest.LogCapt
     finally:
         google_logger.removeHandler(caplog.handler)
         google_logger.setLevel(logging.NOTSET)
-        structlog.reset_defaults()
+        structlog.configure(**saved)
     assert len(metadata.issued) == 2
     assert any(e["event"] == "id token fetched" for e in events)  # we did log something
     logged = repr(events) + caplog.text
