@@ -1,0 +1,260 @@
+"""The shipped alert rules and Alertmanager config (config/prometheus/).
+
+promtool and amtool check them and run the rule unit tests; the rest are
+static checks of the contract: labels and annotations of every alert, the
+metrics the rules read, grouping, test coverage of every alert, and the
+short-window substitution the end-to-end test uses.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from monitor.metrics import SPECS
+from tests.e2e.shortwindows import (
+    SHORT,
+    UncoveredDuration,
+    durations_in,
+    seconds,
+    shorten,
+    write_short_rules,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+PROM = ROOT / "config" / "prometheus"
+RULE_FILES = sorted((PROM / "rules").glob("*.yml"))
+TEST_FILES = sorted((PROM / "tests").glob("*.yml"))
+
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)")
+needs_amtool = pytest.mark.skipif(
+    shutil.which("amtool") is None,
+    reason="needs amtool (apt-get install prometheus-alertmanager)")
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=PROM)
+
+
+def load(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def all_rules() -> list[dict[str, Any]]:
+    return [rule for path in RULE_FILES for group in load(path)["groups"]
+            for rule in group["rules"]]
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [rule for rule in all_rules() if "alert" in rule]
+
+
+def defined_metrics() -> set[str]:
+    names = set()
+    for spec in SPECS:
+        names.add(spec.name)
+        if spec.type == "histogram":
+            names.update(f"{spec.name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
+    return names
+
+
+def recorded() -> set[str]:
+    return {rule["record"] for rule in all_rules() if "record" in rule}
+
+
+METRIC = re.compile(r"\bmonitor_[a-z0-9_]+\b")
+RECORDED = re.compile(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b")
+
+
+# -- the tools ----------------------------------------------------------------
+@needs_promtool
+def test_promtool_check_rules_is_clean() -> None:
+    """`promtool check rules` accepts every rule file without a warning."""
+    result = run("promtool", "check", "rules", *RULE_FILES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING" not in result.stdout + result.stderr
+
+
+@needs_promtool
+@pytest.mark.parametrize("test_file", TEST_FILES, ids=lambda p: p.name)
+def test_promtool_rule_unit_tests_pass(test_file: Path) -> None:
+    """Every promtool rule test file passes."""
+    result = run("promtool", "test", "rules", test_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_promtool_check_config_accepts_the_scrape_example() -> None:
+    """The example prometheus.yml (scrape job, file_sd, rule files) is valid."""
+    result = run("promtool", "check", "config", "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(RULE_FILES)} rule files found" in result.stdout
+
+
+@needs_amtool
+def test_amtool_check_config_accepts_the_alertmanager_example() -> None:
+    """The example alertmanager.yml is valid and has its inhibitions."""
+    result = run("amtool", "check-config", "alertmanager.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 inhibit rules" in result.stdout
+
+
+ROUTES = [
+    pytest.param({"alertname": "MonitorHTTPErrorRatioHigh", "severity": "page",
+                  "family": "http_errors", "vantage": "v1", "probe": "api"}, "pager",
+                 id="page-to-pager"),
+    pytest.param({"alertname": "MonitorDaemonAbsent", "severity": "page", "family": "daemon"},
+                 "pager", id="page-without-probe-to-pager"),
+    pytest.param({"alertname": "MonitorTLSCertExpiringSoon", "severity": "ticket",
+                  "family": "tls_expiry", "vantage": "v1", "probe": "cert"}, "tickets",
+                 id="ticket-to-tickets"),
+    pytest.param({"alertname": "Unknown"}, "tickets", id="no-severity-to-tickets"),
+]
+
+
+@needs_amtool
+@pytest.mark.parametrize(("labels", "receiver"), ROUTES)
+def test_alertmanager_routes_by_severity(labels: dict[str, str], receiver: str) -> None:
+    """`amtool config routes test` sends pages to the pager, the rest to tickets."""
+    result = run("amtool", "config", "routes", "test", "--config.file=alertmanager.yml",
+                 f"--verify.receivers={receiver}",
+                 *(f"{key}={value}" for key, value in labels.items()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == receiver
+
+
+# -- the contract of every alert -------------------------------------------
+@pytest.mark.parametrize("rule", alerts(), ids=lambda r: r["alert"])
+def test_alert_has_severity_family_annotations_and_runbook(rule: dict[str, Any]) -> None:
+    """Every alert: severity page|ticket, a family, summary, description, runbook."""
+    assert rule["labels"]["severity"] in ("page", "ticket")
+    assert rule["labels"]["family"]
+    annotations = rule["annotations"]
+    assert annotations["summary"] and annotations["description"]
+    assert annotations["runbook_url"] == f"docs/runbooks/{rule['alert']}.md"
+    assert (ROOT / annotations["runbook_url"]).is_file()
+
+
+def test_the_verdict_never_pages() -> None:
+    """The verdict summarises causes that page on their own: it is a ticket."""
+    verdict = [r for r in alerts() if "monitor_verdict" in r["expr"]]
+    assert verdict
+    assert all(r["labels"]["severity"] == "ticket" for r in verdict)
+
+
+def test_tls_expiry_has_a_ticket_and_a_page_in_one_family() -> None:
+    """14 days opens a ticket, 3 days pages; one family so the page inhibits the ticket."""
+    tls = {r["labels"]["severity"]: r for r in alerts() if r["labels"]["family"] == "tls_expiry"}
+    assert "14 * 86400" in tls["ticket"]["expr"]
+    assert "3 * 86400" in tls["page"]["expr"]
+
+
+@pytest.mark.parametrize("rule", all_rules(), ids=lambda r: r.get("alert") or r["record"])
+def test_rules_read_only_defined_metrics(rule: dict[str, Any]) -> None:
+    """Expressions and annotation queries use metrics.py names or recorded series."""
+    text = rule["expr"] + " ".join(rule.get("annotations", {}).values())
+    unknown = set(RECORDED.findall(text)) - recorded()
+    unknown |= set(METRIC.findall(RECORDED.sub(" ", text))) - defined_metrics()
+    assert not unknown
+
+
+@pytest.mark.parametrize("rule", all_rules(), ids=lambda r: r.get("alert") or r["record"])
+def test_rules_never_aggregate_by_instance(rule: dict[str, Any]) -> None:
+    """Series are kept by (job, vantage, probe), never by instance (it changes on restart)."""
+    for clause in re.findall(r"\bby\s*\(([^)]*)\)", rule["expr"]):
+        assert "instance" not in clause
+    if "alert" in rule and "probe" in rule["expr"]:
+        assert "instance" not in rule["expr"] or "max by (job, vantage, probe)" in rule["expr"]
+
+
+SYMPTOM_PAGES = ("MonitorHTTPErrorRatioHigh", "MonitorJourneyFailing")
+
+
+@pytest.mark.parametrize("name", SYMPTOM_PAGES)
+def test_symptom_pages_are_suppressed_during_own_load(name: str) -> None:
+    """Symptom pages drop services with an own load test in the look-back."""
+    rule = next(r for r in alerts() if r["alert"] == name)
+    assert "unless on (service) service:monitor_load_active:max15m" in rule["expr"]
+
+
+def test_load_lookback_is_longer_than_every_page_window_plus_for() -> None:
+    """The suppression outlasts the errors a load test leaves in any page's window."""
+    load = next(r for r in all_rules() if r.get("record") == "service:monitor_load_active:max15m")
+    (lookback,) = re.findall(r"\[(\d+[smhd])\]", load["expr"])
+    for rule in alerts():
+        if rule["alert"] in SYMPTOM_PAGES:
+            text = rule["expr"] + " ".join(
+                r["expr"] for r in all_rules()
+                if "record" in r and r["record"] != load["record"]
+                and r["record"] in rule["expr"])
+            window = max(seconds(w) for w in re.findall(r"\[(\d+[smhd])\]", text))
+            assert seconds(lookback) > window + seconds(rule["for"]), rule["alert"]
+
+
+def _test_expectations() -> dict[str, set[str]]:
+    """alertname -> {"fires", "silent"} over all promtool test files."""
+    seen: dict[str, set[str]] = {}
+    for path in TEST_FILES:
+        for group in load(path)["tests"]:
+            for case in group.get("alert_rule_test", []):
+                kind = "fires" if case.get("exp_alerts") else "silent"
+                seen.setdefault(case["alertname"], set()).add(kind)
+    return seen
+
+
+@pytest.mark.parametrize("rule", alerts(), ids=lambda r: r["alert"])
+def test_every_alert_is_tested_firing_and_silent(rule: dict[str, Any]) -> None:
+    """Each alert has a promtool case where it fires and one where it must not."""
+    assert _test_expectations().get(rule["alert"]) == {"fires", "silent"}
+
+
+# -- the short-window substitution of the e2e test ---------------------------
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_short_windows_cover_every_duration_of_the_rules(path: Path) -> None:
+    """Every range selector and `for` of the shipped rules has an entry in SHORT."""
+    rules = load(path)
+    assert durations_in(rules) <= set(SHORT)
+    short = shorten(rules)
+    assert durations_in(short) <= set(SHORT.values())
+
+
+def test_short_windows_keep_the_order_of_durations() -> None:
+    """Shortening keeps every relation between windows and `for` (a monotonic map)."""
+    ordered = sorted(SHORT, key=seconds)
+    assert [seconds(SHORT[d]) for d in ordered] == sorted(seconds(SHORT[d]) for d in ordered)
+    assert len({seconds(v) for v in SHORT.values()}) == len(SHORT)
+
+
+def test_short_windows_reject_a_duration_missing_from_the_table() -> None:
+    """A new window in a rule fails loudly instead of staying long in the e2e test."""
+    rules = {"groups": [{"name": "g", "rules": [
+        {"alert": "A", "expr": "rate(x[7m]) > 0", "for": "5m"}]}]}
+    with pytest.raises(UncoveredDuration, match="7m"):
+        shorten(rules)
+
+
+def test_short_windows_change_only_durations() -> None:
+    """Thresholds, guards, labels and annotation text stay as shipped."""
+    for path in RULE_FILES:
+        original, short = load(path), shorten(load(path))
+        for group, new_group in zip(original["groups"], short["groups"], strict=True):
+            for rule, new in zip(group["rules"], new_group["rules"], strict=True):
+                assert re.sub(r"\[\d+[smhd]\]", "[]", rule["expr"]) == \
+                    re.sub(r"\[\d+[smhd]\]", "[]", new["expr"])
+                assert rule.get("labels") == new.get("labels")
+
+
+@needs_promtool
+def test_short_rules_pass_promtool_check(tmp_path: Path) -> None:
+    """The shortened rule files are valid rules too."""
+    written = write_short_rules(tmp_path)
+    result = run("promtool", "check", "rules", *written)
+    assert result.returncode == 0, result.stdout + result.stderr
