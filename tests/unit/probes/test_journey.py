@@ -306,7 +306,10 @@ async def test_extracted_token_never_leaves_the_probe(agent: AgentServer) -> Non
     assert "waiting for the response to GET" in result.detail
     assert "<redacted>" in result.detail
     assert any("Bearer <redacted>" in line for line in result.trace)
+    assert [e["event"] for e in logs] == ["probe failed"]
+    assert "<redacted>" in logs[0]["detail"]
     status = build_status(recorder, {}, redactor)
+    assert "step 'fetch': timeout after 300ms" in json.dumps(status)
     everything = json.dumps([logs, result.detail, result.trace, result.facts, status,
                              [s.labels for s in result.samples]], default=str)
     assert token not in everything
