@@ -54,9 +54,12 @@ class HttpRequestFields(Strict):
     @field_validator("headers")
     @classmethod
     def _header_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name in value:
+        for name, secret in value.items():
             if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
                 raise ValueError(f"invalid header name {name!r}")
+            # A line break would end the header and inject another one.
+            if any(c in secret.get_secret_value() for c in "\r\n\0"):
+                raise ValueError(f"header {name} has a line break or NUL in its value")
         return value
 
 

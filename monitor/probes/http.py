@@ -10,6 +10,7 @@ where ``origin`` comes from the probe's ``origins`` rules.
 
 Failure reasons for this kind:
 
+    auth              ``auth.google_id_token``: no ID token could be had
     dns               the host does not resolve
     connect_refused   the port refused (or the host was unreachable)
     connect_timeout   TCP connect not done within the timeout
@@ -30,6 +31,7 @@ The request goes through :mod:`monitor.probes.httpclient`, which never retries.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -37,6 +39,7 @@ from monitor.config.common import classify_origin
 from monitor.config.http import HttpProbeConfig, header_items
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
 from monitor.probes.httpclient import Request, Response, fetch
+from monitor.probes.idtoken import IdTokenProvider, id_token_header
 
 RESPONSES = "monitor_http_responses_total"
 # The codes of the 503 family (DESIGN.md): created at zero so rate() has a baseline.
@@ -49,8 +52,10 @@ class HttpProbe(Probe):
     phase_metric: ClassVar[str | None] = "monitor_http_phase_duration_seconds"
     config: HttpProbeConfig
 
-    def __init__(self, config: HttpProbeConfig) -> None:
+    def __init__(self, config: HttpProbeConfig, *,
+                 id_tokens: IdTokenProvider | None = None) -> None:
         super().__init__(config)
+        self._id_tokens = id_tokens  # None: the process-wide provider
         body = config.body.get_secret_value().encode() if config.body is not None else None
         # Built once: the config is immutable and rebuilt on reload.
         self._request = Request(
@@ -76,8 +81,18 @@ class HttpProbe(Probe):
             origin_of_last = classify_origin(config.origins, response.header_map)
             ctx.inc(RESPONSES, code=str(response.status), origin=origin_of_last)
 
+        request = self._request
+        if config.auth.google_id_token is not None:
+            # Fetched (or taken from the cache) before the clock of the request
+            # starts; a token that cannot be had fails the run with `auth`.
+            extra = await id_token_header(config.auth, self._id_tokens)
+            names = {name.lower() for name in extra}
+            request = replace(request, headers=[
+                *(pair for pair in request.headers if pair[0].lower() not in names),
+                *extra.items(),
+            ])
         response = await fetch(
-            self._request, timeout=config.timeout, ctx=ctx, tls=config.tls,
+            request, timeout=config.timeout - ctx.elapsed(), ctx=ctx, tls=config.tls,
             max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,
             on_response=count,
         )

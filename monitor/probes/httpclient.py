@@ -176,18 +176,18 @@ class _Run:
     def timed_out(self, timeout: float) -> ProbeFailure:
         where = self.target
         if self.stage == "dns":
-            return ProbeFailure("dns", f"resolving {where} did not finish within {timeout:g}s")
+            return ProbeFailure("dns", f"resolving {where} did not finish within {timeout:.3g}s")
         if self.stage == "connect":
             return ProbeFailure("connect_timeout",
-                                f"TCP connect to {where} not done within {timeout:g}s")
+                                f"TCP connect to {where} not done within {timeout:.3g}s")
         if self.stage == "tls":
             return ProbeFailure("timeout",
-                                f"TLS handshake with {where} not done within {timeout:g}s")
+                                f"TLS handshake with {where} not done within {timeout:.3g}s")
         if self.stage == "ttfb":
             return ProbeFailure("timeout",
-                                f"no response from {where} within {timeout:g}s (request sent)")
+                                f"no response from {where} within {timeout:.3g}s (request sent)")
         return ProbeFailure("timeout", f"response from {where} not complete within "
-                                       f"{timeout:g}s ({self.bytes_in} bytes received)")
+                                       f"{timeout:.3g}s ({self.bytes_in} bytes received)")
 
 
 def _ms(seconds: float) -> str:

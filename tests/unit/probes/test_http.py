@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -471,3 +472,49 @@ def test_initial_samples_cover_codes_and_origins() -> None:
                      for code in ("200", "429", "500", "502", "503", "504")
                      for origin in ("service", "platform", "unclassified")}
     assert all(s.metric == RESPONSES and s.value == 0 for s in samples)
+
+
+async def test_google_id_token_sent_as_bearer_and_masked() -> None:
+    """auth.google_id_token puts the provider's token in Authorization
+    (replacing a configured one); the trace masks it."""
+    from monitor.probes.idtoken import IdTokenProvider
+
+    token = "eyJ-fake-id-token-for-tests"
+    audiences: list[str] = []
+
+    def fetch_token(audience: str) -> tuple[str, float]:
+        audiences.append(audience)
+        return token, time.time() + 3600
+
+    async with serve_app(status_app(200)) as server:
+        cfg = config(server.url, auth={"google_id_token": {"audience": server.url}},
+                     headers={"Authorization": "Basic old"})
+        ctx = RunContext(cfg.name, cfg.kind, debug=True)
+        result = await run_once_ctx(
+            HttpProbe(cfg, id_tokens=IdTokenProvider(fetch_token)), cfg, ctx)
+    assert result.ok, result.detail
+    assert audiences == [server.url]
+    assert server.requests[0].headers.getall("Authorization") == [f"Bearer {token}"]
+    assert "> Authorization: <redacted>" in result.trace
+    assert token not in "\n".join(result.trace)
+
+
+async def test_google_id_token_unavailable_is_auth() -> None:
+    """No ID token: the run fails with auth and sends no request."""
+    from monitor.probes.idtoken import IdTokenProvider
+
+    def no_token(audience: str) -> tuple[str, float]:
+        raise OSError("metadata server unreachable")
+
+    async with serve_app(status_app(200)) as server:
+        cfg = config(server.url, auth={"google_id_token": {"audience": "https://svc"}})
+        result = await run_once_ctx(HttpProbe(cfg, id_tokens=IdTokenProvider(no_token)), cfg,
+                                    RunContext(cfg.name, cfg.kind))
+    assert result.reason == "auth"
+    assert server.connections == 0
+
+
+def test_header_value_with_line_break_is_refused() -> None:
+    """A header value with CR/LF (header injection) is a config error."""
+    with pytest.raises(ValueError, match="line break"):
+        config("http://127.0.0.1:1/", headers={"X-A": "v\r\nX-Injected: 1"})
