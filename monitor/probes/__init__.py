@@ -13,6 +13,7 @@ from monitor.probes.base import Probe
 from monitor.probes.burst import BurstProbe
 from monitor.probes.http import HttpProbe
 from monitor.probes.journey import JourneyProbe
+from monitor.probes.sql import SqlProbe
 from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
 
@@ -20,6 +21,7 @@ KINDS: dict[str, type[Probe]] = {
     "burst": BurstProbe,
     "http": HttpProbe,
     "journey": JourneyProbe,
+    "sql": SqlProbe,
     "tcp": TcpProbe,
     "tls": TlsProbe,
 }

@@ -1,0 +1,145 @@
+"""`kind: sql`: a fresh database connection, a query, the server's headroom."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
+
+from monitor.config.common import ProbeBase, Strict
+from monitor.config.types import Duration, format_duration, parse_duration
+
+# A burst opens this many connections at once at most: enough to reproduce
+# a fleet of instances starting together, small next to any real server's
+# max_connections (Cloud SQL's smallest tiers allow 25-100).
+MAX_BURST = 100
+# The query is sent as written; its rows are read and thrown away.
+MAX_QUERY_CHARS = 64 * 1024
+DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
+# The connect the probe measures needs room above app_timeout, so that a
+# connect slower than the application's timeout is seen (and timed) rather
+# than cut off at the same moment.
+TIMEOUT_ABOVE_APP_TIMEOUT = 10.0
+
+
+class SecretFile(Strict):
+    """A secret read from a file at load time; only the path is printable."""
+
+    path: Path
+    value: SecretStr = Field(repr=False)
+
+
+def _read_secret_file(value: Any) -> Any:
+    if isinstance(value, str | Path):
+        path = Path(value)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read password_file {str(path)!r}: {exc.strerror or exc}"
+            ) from None
+        # Files written by `echo` or an editor end with a newline that is
+        # not part of the password.
+        return {"path": path, "value": text.rstrip("\r\n")}
+    return value
+
+
+PasswordFile = Annotated[SecretFile, BeforeValidator(_read_secret_file)]
+
+
+class SqlTLS(Strict):
+    """TLS to the database server.
+
+    ``disable``: plain TCP (the Cloud SQL Auth Proxy encrypts on its own,
+    so a probe through the proxy talks plain to localhost). ``require``:
+    encrypted, the certificate is not checked. ``verify-full``: encrypted,
+    the chain is checked against ``ca_file`` (or the system CAs) and the
+    name against ``server_name`` (or ``host``).
+    """
+
+    mode: Literal["disable", "require", "verify-full"] = "disable"
+    ca_file: Path | None = None
+    server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SqlTLS:
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"ca_file {str(self.ca_file)!r} is not a readable file")
+        if self.mode != "verify-full":
+            for name in ("ca_file", "server_name"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} is only used with mode verify-full (mode is {self.mode})"
+                    )
+        return self
+
+
+class SqlProbeConfig(ProbeBase):
+    kind: Literal["sql"]
+    driver: Literal["postgres", "mysql"]
+    host: Annotated[str, Field(min_length=1, max_length=253)]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    database: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    user: Annotated[str, Field(min_length=1, max_length=128)]
+    password: SecretStr | None = Field(default=None, repr=False)
+    password_file: PasswordFile | None = None
+    query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)] = "SELECT 1"
+    app_timeout: Duration = 25.0
+    burst: Annotated[int, Field(ge=1, le=MAX_BURST)] | None = None
+    tls: SqlTLS = SqlTLS()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "port" not in data:
+            data = dict(data)
+            # An unknown driver is reported on its own; 5432 keeps the port quiet.
+            data["port"] = DEFAULT_PORTS.get(data.get("driver"), 5432)
+        return data
+
+    @classmethod
+    def default_timeout(cls, data: dict[str, Any], global_timeout: float) -> str:
+        """app_timeout + 10s, kept below the interval when the interval allows.
+
+        The global timeout (meant for HTTP requests) is no use here: a
+        connect must be allowed to run past app_timeout to be measured.
+        """
+        try:
+            app = parse_duration(data.get("app_timeout", "25s"))
+            interval = parse_duration(data["interval"])
+        except (ValueError, KeyError):
+            return format_duration(global_timeout)  # the field errors say what is wrong
+        room = interval - app
+        if room <= 0:
+            return format_duration(app + TIMEOUT_ABOVE_APP_TIMEOUT)  # problems() explains
+        return format_duration(app + min(TIMEOUT_ABOVE_APP_TIMEOUT, room / 2))
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = super().problems()
+        if self.timeout <= self.app_timeout:
+            found.append((
+                "timeout",
+                f"timeout ({format_duration(self.timeout)}) must be longer than "
+                f"app_timeout ({format_duration(self.app_timeout)}), so that a connect "
+                "slower than the application's timeout is measured",
+            ))
+        if self.password is not None and self.password_file is not None:
+            found.append((
+                "password_file",
+                "password and password_file are both set: give one of them",
+            ))
+        return found
+
+    def password_value(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return self.password_file.value.get_secret_value()
+        return None
+
+    def info_target(self) -> str:
+        # No user, no password: this is a metric label.
+        database = f"/{self.database}" if self.database else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.driver}://{host}:{self.port}{database}"

@@ -1,0 +1,389 @@
+"""`kind: sql` against real PostgreSQL and MariaDB servers on 127.0.0.1.
+
+The servers come from conftest.py (session-scoped); tests that change a
+server's state (held connections, a lowered max_connections, extra roles)
+put it back before they end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiomysql
+import asyncpg
+import trustme
+from prometheus_client import CollectorRegistry, generate_latest
+from structlog.testing import capture_logs
+
+from monitor.config.loader import parse_config
+from monitor.config.sql import SqlProbeConfig
+from monitor.metrics import Metrics
+from monitor.probes import build_probe
+from monitor.probes.base import Probe, Result
+from monitor.probes.sql import APP_TIMEOUT, CONNECT, MAX, PHASES, USED
+from monitor.recorder import Recorder
+from monitor.redact import Redactor
+from monitor.runner import run_once
+from tests.support.databases import MariaDBServer, PostgresServer
+from tests.support.faultproxy import FaultProxy, Faults
+
+Server = PostgresServer | MariaDBServer
+
+
+def probe_config(server: Server, password: str | None = None, name: str = "db",
+                 **fields: Any) -> SqlProbeConfig:
+    """A validated probe for ``server``; the password comes in through ${DB_PASSWORD}."""
+    fields = {"interval": "10s", "app_timeout": "2s", "timeout": "5s", **fields}
+    text = "probes:\n  - " + server.probe_yaml(name, **fields) + "\n"
+    config = parse_config(text, {"DB_PASSWORD": password or server.password})
+    probe: SqlProbeConfig = config.probes[0]
+    return probe
+
+
+async def run(config: SqlProbeConfig, probe: Probe | None = None, *,
+              debug: bool = False) -> Result:
+    # An empty redactor: the probe itself must keep secrets out, not the runner.
+    return await run_once(probe or build_probe(config), config, redactor=Redactor(),
+                          debug=debug)
+
+
+def observed(result: Result, metric: str, **labels: str) -> list[float]:
+    want = tuple(labels.items())
+    return [s.value for s in result.samples
+            if s.metric == metric and s.op == "observe" and s.labels == want]
+
+
+def gauge(result: Result, metric: str) -> float | None:
+    values = [s.value for s in result.samples if s.metric == metric and s.op == "set"]
+    return values[-1] if values else None
+
+
+async def connect(server: Server, user: str | None = None,
+                  password: str | None = None) -> Any:
+    """A plain client connection (the load the tests put on a server)."""
+    user, password = user or server.user, password or server.password
+    if isinstance(server, PostgresServer):
+        return await asyncpg.connect(host=server.host, port=server.port, user=user,
+                                     password=password, database=server.database, ssl=False)
+    return await aiomysql.connect(host=server.host, port=server.port, user=user,
+                                  password=password, db=server.database, autocommit=None)
+
+
+async def disconnect(conn: Any) -> None:
+    if isinstance(conn, asyncpg.Connection):
+        await conn.close()
+    else:
+        await conn.ensure_closed()
+
+
+def sessions(server: Server, user: str | None = None) -> int:
+    """Sessions of ``user`` the server still has (it notices closes asynchronously)."""
+    user = user or server.user  # names from the tests themselves, never input
+    if isinstance(server, PostgresServer):
+        return int(server.admin(
+            f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'"))  # noqa: S608
+    return int(server.admin(
+        f"SELECT count(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'"))  # noqa: S608
+
+
+async def wait_sessions_gone(server: Server, user: str | None = None,
+                             seconds: float = 10.0, baseline: int = 0) -> int:
+    """Poll (bounded) until the server has no more than ``baseline`` sessions of
+    ``user``; return how many are above it."""
+    deadline = time.monotonic() + seconds
+    left = sessions(server, user)
+    while left > baseline and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        left = sessions(server, user)
+    return max(0, left - baseline)
+
+
+@asynccontextmanager
+async def held(server: Server, count: int) -> AsyncIterator[list[Any]]:
+    """``count`` connections of the monitor user, held open, closed on exit."""
+    conns: list[Any] = []
+    baseline = sessions(server)
+    try:
+        for _ in range(count):
+            conns.append(await connect(server))
+        yield conns
+    finally:
+        await asyncio.gather(*(disconnect(c) for c in conns), return_exceptions=True)
+        assert await wait_sessions_gone(server, baseline=baseline) == 0
+
+
+# -- success ---------------------------------------------------------------------
+
+
+async def test_success_records_every_phase(db: Server) -> None:
+    """A plain run passes with connect, startup and query timed, and the gauges set."""
+    result = await run(probe_config(db))
+    assert result.ok, result.detail
+    assert set(result.phases) == {"connect", "startup", "query"}
+    for phase in ("connect", "startup", "query"):
+        assert len(observed(result, PHASES, phase=phase)) == 1
+    assert len(observed(result, CONNECT)) == 1
+    assert gauge(result, APP_TIMEOUT) == 2.0
+    expected_max = 47 if isinstance(db, PostgresServer) else 151  # 50 less 3 reserved
+    assert gauge(result, MAX) == expected_max
+    assert gauge(result, USED) is not None and gauge(result, USED) >= 1  # type: ignore[operator]
+    assert f"connections {int(gauge(result, USED) or 0)}/{expected_max}" in result.detail
+
+
+async def test_tls_verify_full_adds_the_tls_phase(
+    db: Server, db_ca: tuple[trustme.CA, Path],
+) -> None:
+    """verify-full against the server's CA passes and times the TLS phase apart."""
+    config = probe_config(db, tls={"mode": "verify-full", "ca_file": str(db_ca[1])})
+    result = await run(config)
+    assert result.ok, result.detail
+    assert set(result.phases) == {"connect", "tls", "startup", "query"}
+    assert len(observed(result, PHASES, phase="tls")) == 1
+    assert "tls " in result.detail
+
+
+async def test_tls_server_name_is_checked(db: Server, db_ca: tuple[trustme.CA, Path]) -> None:
+    """tls.server_name replaces the host in verification: right name passes, wrong fails."""
+    good = probe_config(db, tls={"mode": "verify-full", "ca_file": str(db_ca[1]),
+                                 "server_name": "db.test"})
+    assert (await run(good)).ok
+    bad = probe_config(db, tls={"mode": "verify-full", "ca_file": str(db_ca[1]),
+                                "server_name": "other.test"})
+    result = await run(bad)
+    assert (result.ok, result.reason) == (False, "tls"), result.detail
+
+
+async def test_untrusted_certificate_is_tls(db: Server, tmp_path: Path) -> None:
+    """A server certificate from another CA fails verify-full with reason tls."""
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    result = await run(probe_config(db, tls={"mode": "verify-full", "ca_file": str(other)}))
+    assert (result.ok, result.reason) == (False, "tls"), result.detail
+    assert result.phases.get("connect") is None or "startup" not in result.phases
+
+
+async def test_tls_required_but_not_offered_is_tls(pg_small: PostgresServer) -> None:
+    """tls.mode require against a server without TLS fails with tls, not plain text."""
+    result = await run(probe_config(pg_small, tls={"mode": "require"}))
+    assert (result.ok, result.reason) == (False, "tls"), result.detail
+
+
+# -- refusals --------------------------------------------------------------------
+
+
+async def test_wrong_password_is_auth(db: Server) -> None:
+    """A wrong password fails with reason auth and the server's (password-free) words."""
+    result = await run(probe_config(db, password="not-the-password"))
+    assert (result.ok, result.reason) == (False, "auth")
+    assert "not-the-password" not in result.detail
+    assert db.user in result.detail
+
+
+async def test_unknown_database_is_auth(db: Server) -> None:
+    """A database that does not exist (or is not allowed) fails with auth."""
+    result = await run(probe_config(db, database="nosuchdb"))
+    assert (result.ok, result.reason) == (False, "auth"), result.detail
+
+
+async def test_stopped_server_is_connect_refused(db: Server) -> None:
+    """A stopped server's port refuses: connect_refused."""
+    server: Server = (PostgresServer(max_connections=10) if isinstance(db, PostgresServer)
+                      else MariaDBServer(max_connections=10))
+    try:
+        server.start()
+        config = probe_config(server)
+        assert (await run(config)).ok
+        server.stop()
+        result = await run(config)
+    finally:
+        server.cleanup()
+    assert (result.ok, result.reason) == (False, "connect_refused"), result.detail
+    assert observed(result, CONNECT) == []  # a refusal is not a connect time
+
+
+async def test_postgres_full_server_is_capacity(pg_small: PostgresServer) -> None:
+    """Held connections fill the client slots: gauges show it, then the probe gets 53300."""
+    config = probe_config(pg_small, burst=3)
+    async with held(pg_small, 4):
+        result = await run(config)
+        assert result.ok, result.detail
+        assert (gauge(result, USED), gauge(result, MAX)) == (5, 5)  # 8 less 3 reserved
+        assert "burst skipped: 5/5 connections in use" in result.detail
+        async with held(pg_small, 1):
+            result = await run(config)
+    assert (result.ok, result.reason) == (False, "capacity")
+    assert "53300" in result.detail
+
+
+async def test_mysql_full_server_is_capacity(mariadb: MariaDBServer) -> None:
+    """With max_connections 10, held connections show in the gauges, then 1040."""
+    config = probe_config(mariadb, burst=3)
+    mariadb.admin("SET GLOBAL max_connections = 10")
+    try:
+        async with held(mariadb, 7):
+            result = await run(config)
+            assert result.ok, result.detail
+            assert (gauge(result, USED), gauge(result, MAX)) == (8, 10)
+            assert "burst skipped: 8/10 connections in use, above 70%" in result.detail
+            async with held(mariadb, 3):
+                result = await run(config)
+    finally:
+        mariadb.admin("SET GLOBAL max_connections = 151")
+    assert (result.ok, result.reason) == (False, "capacity")
+    assert "1040" in result.detail
+
+
+# -- headroom rights -----------------------------------------------------------------
+
+
+async def test_postgres_without_rights_still_passes_and_says_so_once(
+    pg: PostgresServer,
+) -> None:
+    """pg_stat_activity revoked: the run passes on connect + query, logs once, says it."""
+    pg.admin("CREATE DATABASE norights")
+    try:
+        pg.admin("REVOKE ALL ON pg_catalog.pg_stat_activity FROM PUBLIC", database="norights")
+        config = probe_config(pg, database="norights", burst=2)
+        probe = build_probe(config)
+        with capture_logs() as logs:
+            results = [await run(config, probe) for _ in range(2)]
+    finally:
+        await wait_sessions_gone(pg)
+        pg.admin("DROP DATABASE norights")
+    for result in results:
+        assert result.ok, result.detail
+        assert "cannot read pg_stat_activity" in result.detail
+        assert "burst skipped: the connection count is unknown" in result.detail
+        assert gauge(result, USED) is None and gauge(result, MAX) == 47
+    warnings = [e for e in logs if e["event"] == "sql connection count limited"]
+    assert len(warnings) == 1
+
+
+async def test_postgres_hidden_sessions_are_counted_and_flagged(pg: PostgresServer) -> None:
+    """Another user's session, hidden from the monitor user, is still counted, with a note."""
+    pg.admin("CREATE ROLE other LOGIN PASSWORD 'other-pw'")
+    try:
+        other = await connect(pg, user="other", password="other-pw")
+        try:
+            result = await run(probe_config(pg))
+        finally:
+            await other.close()
+        assert await wait_sessions_gone(pg, "other") == 0
+    finally:
+        pg.admin("DROP ROLE other")
+    assert result.ok, result.detail
+    assert gauge(result, USED) == 2
+    assert "grant pg_monitor" in result.detail
+
+
+# -- burst -----------------------------------------------------------------------
+
+
+async def test_burst_of_20(db: Server) -> None:
+    """Twenty concurrent connects pass, are each observed, and are all closed after."""
+    result = await run(probe_config(db, burst=20))
+    assert result.ok, result.detail
+    assert result.facts["burst"]["size"] == 20
+    assert result.facts["burst"]["ok"] == 20
+    assert "burst 20/20 ok" in result.detail
+    assert len(observed(result, CONNECT)) == 21  # the probe's own connect and the burst
+    assert await wait_sessions_gone(db) == 0
+
+
+async def test_burst_refused_connects_fail_the_run_and_are_closed(db: Server) -> None:
+    """A user limited to 5 connections: a burst of 10 fails with capacity, nothing stays open."""
+    user, password = "limited", "limited-pw-123"
+    if isinstance(db, PostgresServer):
+        db.admin(f"CREATE ROLE {user} LOGIN PASSWORD '{password}' CONNECTION LIMIT 5")
+    else:
+        db.admin(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}' "
+                 "WITH MAX_USER_CONNECTIONS 5; "
+                 f"GRANT SELECT ON app.* TO '{user}'@'%'")
+    try:
+        text = "probes:\n  - " + db.probe_yaml(
+            "db", user=user, burst=10, interval="10s", app_timeout="2s", timeout="5s") + "\n"
+        config = parse_config(text, {"DB_PASSWORD": password}).probes[0]
+        result = await run(config)
+        left = await wait_sessions_gone(db, user)
+    finally:
+        db.admin(f"DROP ROLE {user}" if isinstance(db, PostgresServer)
+                 else f"DROP USER '{user}'@'%'")
+    assert (result.ok, result.reason) == (False, "capacity"), result.detail
+    assert "of 10 connects failed" in result.detail
+    assert result.facts["burst"]["failed"] >= 5
+    assert left == 0
+
+
+async def test_connect_slower_than_app_timeout_fails(pg: PostgresServer) -> None:
+    """A path that delays the server by 1s fails a 0.5s app_timeout, the time observed."""
+    proxy = FaultProxy((pg.host, pg.port), Faults(latency=1.0))
+    port = await proxy.start()
+    try:
+        config = probe_config(pg, port=port, app_timeout="500ms", timeout="4s")
+        result = await run(config)
+    finally:
+        await proxy.close()
+    assert (result.ok, result.reason) == (False, "connect_timeout"), result.detail
+    assert "longer than app_timeout (500ms)" in result.detail
+    (connect_seconds,) = observed(result, CONNECT)
+    assert connect_seconds > 0.5
+    assert result.phases["startup"] > result.phases["connect"]  # the wait is past TCP
+
+
+async def test_burst_stuck_behind_a_full_proxy_times_out(pg: PostgresServer) -> None:
+    """A proxy admitting 5 connections holds the other 5 of a burst of 10: connect_timeout."""
+    proxy = FaultProxy((pg.host, pg.port), Faults(cap=5, hold=None))
+    port = await proxy.start()
+    try:
+        config = probe_config(pg, port=port, burst=10, app_timeout="1s", timeout="3s")
+        result = await run(config)
+        assert proxy.open_connections == 0 or await _drained(proxy)
+    finally:
+        await proxy.close()
+    assert (result.ok, result.reason) == (False, "connect_timeout"), result.detail
+    assert "5 of 10 connects did not complete" in result.detail
+    assert result.facts["burst"]["ok"] == 5
+    assert await wait_sessions_gone(pg) == 0
+
+
+async def _drained(proxy: FaultProxy, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while proxy.open_connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return proxy.open_connections == 0
+
+
+# -- secrets ---------------------------------------------------------------------
+
+
+async def test_secrets_stay_out_of_logs_metrics_and_results(db: Server) -> None:
+    """The password is nowhere: logs, /metrics text, details, traces, facts, repr."""
+    registry = CollectorRegistry()
+    recorder = Recorder(Metrics(registry, sql_app_timeouts=[2.0]))
+    good = probe_config(db, burst=2)
+    wrong = probe_config(db, password="wrong-" + db.password, name="db-wrong")
+    secrets = {db.password, "wrong-" + db.password}
+    results = []
+    with capture_logs() as logs:
+        for config in (good, wrong):
+            probe = build_probe(config)
+            recorder.register(config, probe.initial_samples())
+            result = await run(config, probe, debug=True)
+            recorder.record(result)
+            results.append(result)
+    assert results[0].ok and results[1].reason == "auth"
+    text = generate_latest(registry).decode()
+    assert 'monitor_sql_connections_max{kind="sql",probe="db"}' in text
+    assert "monitor_sql_connect_duration_seconds_bucket" in text
+    haystacks = [text, repr(good), repr(wrong), str(good.model_dump()), repr(logs)]
+    for result in results:
+        haystacks += [result.detail, *result.trace, repr(result.facts), repr(result.samples)]
+    assert results[0].trace  # debug traces were written, and are checked
+    for secret in secrets:
+        for haystack in haystacks:
+            assert secret not in haystack
