@@ -194,7 +194,8 @@ def _interpolate(
         if name in environ:
             if _SECRET_NAME.search(name):
                 secrets.add(environ[name])
-            return environ[name]
+            # Journeys expand `$$` and `${var}` again at run time: escape the value.
+            return environ[name].replace("$", "$$") if runtime_ok else environ[name]
         if not runtime_ok:
             problems.append(f"{path}: environment variable {name} is not set")
         return match.group(0)
