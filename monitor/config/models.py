@@ -11,6 +11,8 @@ from monitor.config.burst import BurstProbeConfig
 from monitor.config.common import Strict
 from monitor.config.http import HttpProbeConfig
 from monitor.config.journey import JourneyProbeConfig
+from monitor.config.lb import LbProbeConfig
+from monitor.config.load import LoadProbeConfig
 from monitor.config.sql import SqlProbeConfig
 from monitor.config.tcp import TcpProbeConfig
 from monitor.config.tls import TlsProbeConfig
@@ -21,6 +23,8 @@ ProbeConfig = Annotated[
     BurstProbeConfig
     | HttpProbeConfig
     | JourneyProbeConfig
+    | LbProbeConfig
+    | LoadProbeConfig
     | SqlProbeConfig
     | TcpProbeConfig
     | TlsProbeConfig,

@@ -13,7 +13,8 @@ from monitor.probes.base import Probe
 from monitor.probes.burst import BurstProbe
 from monitor.probes.http import HttpProbe
 from monitor.probes.journey import JourneyProbe
-from monitor.probes.sql import SqlProbe
+from monitor.probes.lb import LbProbe
+from monitor.probes.load import LoadProbe
 from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
 
@@ -21,7 +22,8 @@ KINDS: dict[str, type[Probe]] = {
     "burst": BurstProbe,
     "http": HttpProbe,
     "journey": JourneyProbe,
-    "sql": SqlProbe,
+    "lb": LbProbe,
+    "load": LoadProbe,
     "tcp": TcpProbe,
     "tls": TlsProbe,
 }
