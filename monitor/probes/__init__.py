@@ -15,6 +15,7 @@ from monitor.probes.http import HttpProbe
 from monitor.probes.journey import JourneyProbe
 from monitor.probes.lb import LbProbe
 from monitor.probes.load import LoadProbe
+from monitor.probes.sql import SqlProbe
 from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
 
@@ -24,6 +25,7 @@ KINDS: dict[str, type[Probe]] = {
     "journey": JourneyProbe,
     "lb": LbProbe,
     "load": LoadProbe,
+    "sql": SqlProbe,
     "tcp": TcpProbe,
     "tls": TlsProbe,
 }
