@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
-from monitor.config.common import ProbeBase, Strict
+from monitor.config.common import Layer, ProbeBase, Strict
 from monitor.config.types import Duration, format_duration, parse_duration
 
 # A burst opens this many connections at once at most: enough to reproduce
@@ -77,6 +77,7 @@ class SqlTLS(Strict):
 
 class SqlProbeConfig(ProbeBase):
     kind: Literal["sql"]
+    layer: Layer = "database"
     driver: Literal["postgres", "mysql"]
     host: Annotated[str, Field(min_length=1, max_length=253)]
     port: Annotated[int, Field(ge=1, le=65535)]

@@ -435,6 +435,9 @@ class SqlProbe(Probe):
                 session = await self._connect(marks, deadline)
         except TimeoutError:
             if marks.done is None:  # our deadline, not a socket's ETIMEDOUT
+                foreign = _foreign_answer(marks)
+                if foreign:  # it spoke, just not our protocol, and then waited for more
+                    raise ProbeFailure("protocol", f"connect failed: {foreign}") from None
                 ctx.observe(CONNECT, loop.time() - marks.start)
                 raise ProbeFailure("connect_timeout", _stage_detail(marks, self.config)) from None
             raise
@@ -684,15 +687,23 @@ _PG_FIRST_BYTES = frozenset(b"REvSN")
 def classify(exc: BaseException, stage: str, marks: Marks) -> tuple[Reason, str]:
     """A driver's exception -> (reason, detail). Unknown ones are re-raised as bugs."""
     in_connect = stage in _CONNECT_STAGES
-    first = marks.first_bytes
-    if in_connect and first and first[0] not in _PG_FIRST_BYTES:
-        return "protocol", f"the server does not speak PostgreSQL: it answered {first!r}"
+    foreign = _foreign_answer(marks) if in_connect else ""
+    if foreign:
+        return "protocol", foreign
     chain = _chain(exc)
     for item in chain:
         reason = _reason_of(item, in_connect)
         if reason is not None:
             return reason, _describe(item, reason, stage, marks)
     raise exc
+
+
+def _foreign_answer(marks: Marks) -> str:
+    """What the server said first, if it is not PostgreSQL (MySQL: checked on parse)."""
+    first = marks.first_bytes
+    if first and first[0] not in _PG_FIRST_BYTES:
+        return f"the server does not speak PostgreSQL: it answered {first!r}"
+    return ""
 
 
 def _reason_of(exc: BaseException, in_connect: bool) -> Reason | None:

@@ -1,0 +1,265 @@
+"""`kind: sql`: config rules, and the failures a probe must classify against
+ports on 127.0.0.1 that are not (or no longer) databases.
+
+Runs against real PostgreSQL and MariaDB live in tests/integration/sql/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from monitor.config.loader import ConfigError, parse_config
+from monitor.config.sql import SqlProbeConfig
+from monitor.probes import KINDS, build_probe
+from monitor.probes.base import Result
+from monitor.probes.sql import CONNECT, SqlProbe
+from monitor.redact import Redactor
+from monitor.runner import run_once
+from tests.support.faultproxy import client_sockets
+from tests.support.http_servers import serve_app, serve_raw
+
+DRIVERS = ["postgres", "mysql"]
+
+
+def load(fields: dict[str, Any], environ: dict[str, str] | None = None) -> SqlProbeConfig:
+    entry = {"name": "db", "kind": "sql", "host": "127.0.0.1", "user": "monitor", **fields}
+    text = "probes:\n  - " + _flow(entry) + "\n"
+    probe: SqlProbeConfig = parse_config(text, environ or {}).probes[0]
+    return probe
+
+
+def problems(fields: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(fields)
+    return caught.value.problems
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    return str(value)
+
+
+async def run(config: SqlProbeConfig) -> Result:
+    return await run_once(build_probe(config), config, redactor=Redactor())
+
+
+def fast(driver: str, port: int, **fields: Any) -> SqlProbeConfig:
+    """A probe with a short timeout for ports that never answer."""
+    return load({"driver": driver, "port": port, "app_timeout": "500ms", "timeout": "1s",
+                 "interval": "5s", **fields})
+
+
+# -- config ----------------------------------------------------------------------
+
+
+def test_registered() -> None:
+    """kind sql is in the registry and builds an SqlProbe."""
+    assert KINDS["sql"] is SqlProbe
+    assert isinstance(build_probe(load({"driver": "mysql"})), SqlProbe)
+
+
+@pytest.mark.parametrize(("driver", "port"), [("postgres", 5432), ("mysql", 3306)])
+def test_port_defaults_to_the_driver_s(driver: str, port: int) -> None:
+    """port defaults to 5432 / 3306 by driver; the layer to database."""
+    config = load({"driver": driver})
+    assert config.port == port
+    assert config.layer == "database"
+    assert config.query == "SELECT 1"
+
+
+@pytest.mark.parametrize(("fields", "timeout"), [
+    ({}, 27.5),                                         # 30s interval: halfway above 25s
+    ({"interval": "1m"}, 35.0),                         # room for app_timeout + 10s
+    ({"interval": "1m", "app_timeout": "5s"}, 15.0),
+    ({"interval": "1m", "timeout": "50s"}, 50.0),       # given: kept
+], ids=["interval-30s", "interval-1m", "short-app-timeout", "explicit"])
+def test_default_timeout_lies_between_app_timeout_and_interval(
+    fields: dict[str, Any], timeout: float,
+) -> None:
+    """Without a timeout the probe gets app_timeout + 10s, or less to stay below interval."""
+    config = load({"driver": "postgres", **fields})
+    assert config.timeout == timeout
+    assert config.app_timeout < config.timeout < config.interval
+
+
+def test_timeout_must_exceed_app_timeout() -> None:
+    """A timeout at or below app_timeout is refused: the slow connect would go unmeasured."""
+    found = problems({"driver": "postgres", "app_timeout": "25s", "timeout": "20s"})
+    assert found == [
+        "probes[0].timeout (probe 'db'): timeout (20s) must be longer than app_timeout (25s), "
+        "so that a connect slower than the application's timeout is measured",
+    ]
+
+
+def test_password_file_is_read_at_load_and_kept_secret(tmp_path: Path) -> None:
+    """password_file is read when loading (trailing newline dropped) and never printed."""
+    secret = tmp_path / "db-password"
+    secret.write_text("file-secret-123\n")
+    text = "probes:\n  - " + _flow({
+        "name": "db", "kind": "sql", "driver": "postgres", "host": "127.0.0.1",
+        "user": "monitor", "password_file": str(secret),
+    }) + "\n"
+    config = parse_config(text, {})
+    probe: SqlProbeConfig = config.probes[0]
+    assert probe.password_value() == "file-secret-123"
+    assert "file-secret-123" in config.secrets
+    assert "file-secret-123" not in repr(probe)
+    assert "file-secret-123" not in str(probe.model_dump())
+
+
+def test_password_from_environment_is_a_secret() -> None:
+    """password: ${DB_PASSWORD} is collected as a secret and hidden from repr."""
+    text = "probes:\n  - " + _flow({
+        "name": "db", "kind": "sql", "driver": "mysql", "host": "127.0.0.1",
+        "user": "monitor", "password": "${DB_PASSWORD}",
+    }) + "\n"
+    config = parse_config(text, {"DB_PASSWORD": "env-secret-456"})
+    assert "env-secret-456" in config.secrets
+    assert "env-secret-456" not in repr(config)
+    assert config.probes[0].info_target() == "mysql://127.0.0.1:3306"
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"driver": "oracle"}, "probes[0].driver (probe 'db'): Input should be 'postgres' or 'mysql'"),
+    ({"driver": "mysql", "burst": 101},
+     "probes[0].burst (probe 'db'): must be at most 100, got 101"),
+    ({"driver": "mysql", "burst": 0}, "probes[0].burst (probe 'db'): must be at least 1, got 0"),
+    ({"driver": "mysql", "password_file": "/nonexistent/pw"},
+     "probes[0].password_file (probe 'db'): cannot read password_file '/nonexistent/pw': "
+     "No such file or directory"),
+    ({"driver": "mysql", "tls": {"mode": "require", "server_name": "db.test"}},
+     "probes[0].tls (probe 'db'): server_name is only used with mode verify-full "
+     "(mode is require)"),
+    ({"driver": "mysql", "dsn": "mysql://u@h/db"},
+     "probes[0].dsn (probe 'db'): is not a known field"),
+], ids=["driver", "burst-cap", "burst-zero", "password-file", "tls-server-name", "dsn"])
+def test_invalid_fields_are_named(fields: dict[str, Any], expected: str) -> None:
+    """Each invalid field is reported with the probe's name and path."""
+    assert expected in problems(fields)
+
+
+def test_password_and_password_file_exclude_each_other(tmp_path: Path) -> None:
+    """password and password_file together are refused."""
+    secret = tmp_path / "pw"
+    secret.write_text("x")
+    assert problems({"driver": "mysql", "password": "inline-pw", "password_file": str(secret)}) == [
+        "probes[0].password_file (probe 'db'): password and password_file are both set: "
+        "give one of them",
+    ]
+
+
+# -- ports that do not behave like databases --------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_nothing_listening_is_connect_refused(driver: str) -> None:
+    """A closed port fails with connect_refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connects are refused
+        result = await run(fast(driver, port))
+    assert (result.ok, result.reason) == (False, "connect_refused"), result.detail
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_unknown_host_is_dns(driver: str) -> None:
+    """A name that does not resolve fails with dns."""
+    result = await run(fast(driver, 5432, host="no-such-host.invalid", timeout="4s"))
+    assert (result.ok, result.reason) == (False, "dns"), result.detail
+
+
+@pytest.mark.parametrize(("driver", "stage"), [
+    ("postgres", "did not finish the startup"),
+    ("mysql", "sent no greeting"),
+])
+async def test_silent_listener_is_connect_timeout(driver: str, stage: str) -> None:
+    """A port that accepts and never speaks fails with connect_timeout inside the timeout."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the probe gives up and closes
+
+    async with serve_raw(silent) as served:
+        result = await run(fast(driver, served.port))
+        assert served.connections == 1  # no retry
+    assert (result.ok, result.reason) == (False, "connect_timeout"), result.detail
+    assert stage in result.detail
+    # Observed at the time it was given up, so a hung path raises the percentiles.
+    observed = [s.value for s in result.samples if s.metric == CONNECT and s.op == "observe"]
+    assert len(observed) == 1 and observed[0] >= 1.0
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_accept_and_close_is_connection_reset_without_leaks(driver: str) -> None:
+    """EOF right after connect (an Auth Proxy that cannot reach the instance) is
+    connection_reset; no socket, task or file descriptor is left behind."""
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async with serve_raw(close_at_once) as served:
+        tasks_before = asyncio.all_tasks()
+        fds_before = len(os.listdir("/proc/self/fd"))
+        results = [await run(fast(driver, served.port)) for _ in range(5)]
+        await asyncio.sleep(0)  # let closed transports run their callbacks
+        assert client_sockets(served.port) == 0
+        assert asyncio.all_tasks() <= tasks_before
+        assert len(os.listdir("/proc/self/fd")) <= fds_before
+    for result in results:
+        assert (result.ok, result.reason) == (False, "connection_reset"), result.detail
+        assert "Cloud SQL Auth Proxy" in result.detail
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_reset_right_after_connect_is_connection_reset(driver: str) -> None:
+    """A TCP RST instead of an answer is connection_reset."""
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        writer.transport.abort()
+
+    async with serve_raw(reset) as served:
+        result = await run(fast(driver, served.port))
+    assert (result.ok, result.reason) == (False, "connection_reset"), result.detail
+
+
+async def test_http_server_on_a_postgres_port_is_protocol() -> None:
+    """An HTTP server answering the startup message with a 400 is protocol, not a reset."""
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    async with serve_app(app) as served:
+        result = await run(fast("postgres", served.port))
+    assert (result.ok, result.reason) == (False, "protocol"), result.detail
+    assert "HTTP/1." in result.detail
+
+
+async def test_http_server_on_a_mysql_port_is_connect_timeout_and_says_why() -> None:
+    """MySQL waits for the server to speak first; an HTTP server waits too: the detail says so."""
+    app = web.Application()
+    async with serve_app(app) as served:
+        result = await run(fast("mysql", served.port))
+    assert (result.ok, result.reason) == (False, "connect_timeout"), result.detail
+    assert "such as an HTTP server" in result.detail
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_server_speaking_http_first_is_protocol(driver: str) -> None:
+    """A port that greets with an HTTP response is protocol for both drivers."""
+    async def http_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with serve_raw(http_first) as served:
+        result = await run(fast(driver, served.port))
+    assert (result.ok, result.reason) == (False, "protocol"), result.detail
