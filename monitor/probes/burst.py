@@ -21,6 +21,12 @@ lies somewhere above the top step and is unknown. Every socket of a step is
 closed before the next step starts, and all of them when the run ends or is
 cancelled.
 
+In url mode the host is resolved once per run and every connection goes to
+that address with the URL's Host and SNI (so a step measures the path, not
+the resolver); redirects are not followed, and a status outside
+``expect_status`` (default 2xx) makes the connection ``failed``, with cause
+``capacity`` for 429 (Cloud Run at max instances) or ``http_status``.
+
 Failure reasons:
 
 - ``capacity``: the knee is below ``min_capacity`` (default: the first
@@ -46,10 +52,13 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from monitor.config.burst import BurstProbeConfig
+from monitor.config.http import header_items
 from monitor.config.types import split_host_port
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
+from monitor.probes.httpclient import Request, fetch
 from monitor.probes.tcp import (
     SockAddr,
     close_writer,
@@ -61,6 +70,8 @@ from monitor.probes.tcp import (
 )
 
 OUTCOMES = ("ok", "slow", "failed", "timeout")
+# url mode reads the answer only to finish the exchange; a health answer is small.
+HTTP_BODY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,20 +196,54 @@ class BurstProbe(Probe):
     async def _connector(self, ctx: RunContext) -> Connector:
         """Resolve once per run, and return what one connection of a step does."""
         config = self.config
-        if config.target is None:
-            raise NotImplementedError("url mode")
-        host, port = split_host_port(config.target)
+        if config.url is not None:
+            parts = urlsplit(config.url)
+            host = parts.hostname or ""
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        else:
+            assert config.target is not None
+            host, port = split_host_port(config.target)
         try:
             async with asyncio.timeout(config.step_timeout):
                 address = (await resolve(host, port))[0]
         except TimeoutError:
             raise ProbeFailure("dns", f"no answer from the resolver for {host}") from None
+        if config.url is not None:
+            return self._http_connector(ctx, str(address[0]))
         ctx.trace(f"target {format_address(address)}, {config.payload_bytes} bytes per connection")
         payload = os.urandom(config.payload_bytes)
 
         async def connect(started: float) -> Attempt:
             return await echo_once(address, payload, started, config.step_timeout,
                                    config.slow_threshold)
+
+        return connect
+
+    def _http_connector(self, ctx: RunContext, address: str) -> Connector:
+        """url mode: one request per connection, all to the address resolved
+        once for the run (Host and SNI stay the URL's), no redirects."""
+        config = self.config
+        assert config.url is not None
+        request = Request(url=config.url, method=config.method,
+                          headers=header_items(config.headers))
+        ctx.trace(f"url {config.url} via {address}")
+
+        async def connect(started: float) -> Attempt:
+            try:
+                response = await fetch(request, timeout=config.step_timeout, tls=config.tls,
+                                       connect_address=address, max_redirects=0,
+                                       max_body_bytes=HTTP_BODY_BYTES)
+            except ProbeFailure as failure:
+                timed_out = failure.reason in ("timeout", "connect_timeout")
+                return _done(started, None, "timeout" if timed_out else "failed",
+                             failure.reason, failure.detail)
+            total = time.monotonic() - started
+            connected = response.phases.get("connect")
+            if not config.ok_status(response.status):
+                reason: Reason = "capacity" if response.status == 429 else "http_status"
+                return Attempt("failed", reason, connected, total, f"status {response.status}")
+            outcome = "slow" if total > config.slow_threshold else "ok"
+            return Attempt(outcome, None, connected, total)
 
         return connect
 

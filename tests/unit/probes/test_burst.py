@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -193,3 +194,42 @@ def test_cross_field_caps(fields: dict[str, Any], field: str) -> None:
     cfg = BurstProbeConfig(name="vpc", kind="burst", target="127.0.0.1:7",
                            **{"interval": "5m", **base, **fields})
     assert field in [f for f, _ in cfg.problems()]
+
+
+async def test_url_mode_finds_the_knee_of_an_http_service() -> None:
+    """An HTTP service answering 429 beyond 10 requests at once: knee 10, reason in detail."""
+    state = {"in_flight": 0, "peak": 0}
+
+    async def handle(request: web.Request) -> web.Response:
+        if state["in_flight"] >= 10:
+            return web.Response(status=429, text="no room")
+        state["in_flight"] += 1
+        state["peak"] = max(state["peak"], state["in_flight"])
+        try:
+            # Hold the slot a little (the injected service time), so a
+            # step's requests overlap as on a busy service.
+            await asyncio.sleep(0.05)
+        finally:
+            state["in_flight"] -= 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        cfg = BurstProbeConfig(name="vpc", kind="burst", url=f"http://127.0.0.1:{port}/",
+                               steps=[5, 10, 20], step_timeout="5s", interval="5m",
+                               timeout="30s")
+        result, _, registry = await run(cfg)
+        assert await wait_for(lambda: client_sockets(port) == 0)
+    finally:
+        await runner.cleanup()
+    assert result.ok, result.detail
+    assert value(registry, "monitor_burst_capacity_concurrency") == 10
+    assert value(registry, "monitor_burst_connections_total", step="20", outcome="failed") == 10
+    assert "10 capacity" in result.detail
+    assert value(registry, "monitor_burst_connect_duration_seconds_count") == 35
