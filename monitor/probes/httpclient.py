@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import SplitResult, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from monitor import USER_AGENT
 from monitor.config.common import TLSOptions
@@ -125,27 +125,40 @@ ResponseHook = Callable[[Response], None]
 
 # -- TLS contexts -------------------------------------------------------------
 # Building a context with the system trust store costs milliseconds; probes
-# share one per (ca_file, its mtime, insecure), so a rotated CA file is seen.
-_CONTEXTS: dict[tuple[str | None, int, bool], ssl.SSLContext] = {}
+# share one per (ca_file, its mtime, insecure, ALPN), so a rotated CA file
+# is picked up at the next run.
+_CONTEXTS: dict[tuple[str | None, int, bool, tuple[str, ...]], ssl.SSLContext] = {}
+HTTP_ALPN = ("http/1.1",)
 
 
-def ssl_context(tls: TLSOptions | None) -> ssl.SSLContext:
+def ssl_context(tls: TLSOptions | None, alpn: tuple[str, ...] = HTTP_ALPN) -> ssl.SSLContext:
     """The client context for ``tls`` options: the system trust store, or
-    only ``ca_file`` when given; no verification with ``insecure_skip_verify``."""
+    only ``ca_file`` when given; no verification with ``insecure_skip_verify``.
+    ``alpn`` is offered in the handshake (nothing when empty).
+    Raises ProbeFailure("tls") when ``ca_file`` cannot be loaded."""
     tls = tls or TLSOptions()
     ca_file = str(tls.ca_file) if tls.ca_file is not None else None
-    mtime = os.stat(ca_file).st_mtime_ns if ca_file else 0
-    key = (ca_file, mtime, tls.insecure_skip_verify)
-    context = _CONTEXTS.get(key)
-    if context is None:
-        context = ssl.create_default_context(cafile=ca_file)
-        if tls.insecure_skip_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        context.set_alpn_protocols(["http/1.1"])
-        if len(_CONTEXTS) > 64:  # reloads with changing CA files: stay bounded
-            _CONTEXTS.clear()
-        _CONTEXTS[key] = context
+    try:
+        mtime = os.stat(ca_file).st_mtime_ns if ca_file else 0
+        key = (ca_file, mtime, tls.insecure_skip_verify, alpn)
+        context = _CONTEXTS.get(key)
+        if context is None:
+            context = _new_context(ca_file, tls.insecure_skip_verify, alpn)
+            if len(_CONTEXTS) >= 64:  # reloads with changing CA files: stay bounded
+                _CONTEXTS.clear()
+            _CONTEXTS[key] = context
+    except (OSError, ssl.SSLError) as exc:  # removed or replaced since the config loaded
+        raise ProbeFailure("tls", f"cannot load ca_file {ca_file}: {exc}") from None
+    return context
+
+
+def _new_context(ca_file: str | None, insecure: bool, alpn: tuple[str, ...]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     return context
 
 
@@ -215,8 +228,9 @@ class Connection:
         return obj  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        # abort(): no lingering close_notify exchange or TIME_WAIT wait for
-        # a connection we are done with; the peer sees FIN or RST.
+        # abort(): the socket closes at once, without a close_notify
+        # exchange or waiting on a slow peer; the peer sees FIN (or RST
+        # when unread bytes were left, as after a redirect's head).
         self.writer.transport.abort()
 
 
@@ -224,6 +238,27 @@ class Connection:
 def _split(url: str) -> SplitResult:
     """urlsplit, cached: a probe sends the same URL every run."""
     return urlsplit(url)
+
+
+@functools.lru_cache(maxsize=1024)
+def _address(url: str) -> tuple[str, str, int, str, str]:
+    """(scheme, host, port, Host header, request target) of ``url``;
+    ValueError for what cannot be requested (a bad port, no host)."""
+    parts = _split(url)
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError("not an http(s) URL with a host")
+    default_port = 443 if parts.scheme == "https" else 80
+    port = parts.port or default_port  # .port raises ValueError when out of range
+    authority = host if host.isascii() else host.encode("idna").decode("ascii")
+    if ":" in authority:  # an IPv6 literal
+        authority = f"[{authority}]"
+    if port != default_port:
+        authority = f"{authority}:{port}"
+    target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
+    if parts.query:
+        target = f"{target}?{quote(parts.query, safe='/%:@!$&()*+,;=-._~?')}"
+    return parts.scheme, host, port, authority, target
 
 
 @functools.lru_cache(maxsize=1024)
@@ -327,9 +362,10 @@ async def _start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext,
 
 async def _open(host: str, port: int, run: _Run, *, tls: TLSOptions | None,
                 use_tls: bool, connect_address: str | None, server_name: str | None,
-                ) -> Connection:
+                alpn: tuple[str, ...] = HTTP_ALPN) -> Connection:
     run.target = f"{host}:{port}"
     run.stage = "dns"
+    context = ssl_context(tls, alpn) if use_tls else None  # a bad ca_file: before connecting
     if connect_address is not None:
         addresses = [connect_address]
     elif _is_ip(host):
@@ -338,9 +374,9 @@ async def _open(host: str, port: int, run: _Run, *, tls: TLSOptions | None,
         addresses = await _resolve(host, port, run)
     reader, writer, address = await _tcp_connect(addresses, port, run)
     version = None
-    if use_tls:
+    if context is not None:
         try:
-            version = await _handshake(writer, ssl_context(tls), server_name or host, run)
+            version = await _handshake(writer, context, server_name or host, run)
         except BaseException:
             writer.transport.abort()
             raise
@@ -350,11 +386,12 @@ async def _open(host: str, port: int, run: _Run, *, tls: TLSOptions | None,
 async def open_connection(host: str, port: int, *, timeout: float,
                           tls: TLSOptions | None = None, use_tls: bool = True,
                           ctx: RunContext | None = None, connect_address: str | None = None,
-                          ) -> Connection:
+                          alpn: tuple[str, ...] = ()) -> Connection:
     """Resolve, connect and (with ``use_tls``) do the TLS handshake, timing
     each phase into ``ctx``; the TLS probe and non-HTTP kinds use this.
 
-    SNI and the name verified are ``tls.server_name`` or else ``host``.
+    SNI and the name verified are ``tls.server_name`` or else ``host``;
+    ``alpn`` protocols are offered (none by default: any TLS service).
     Raises ProbeFailure (dns, connect_refused, connect_timeout, tls,
     connection_reset, timeout). The caller closes the connection.
     """
@@ -363,19 +400,13 @@ async def open_connection(host: str, port: int, *, timeout: float,
         async with asyncio.timeout(timeout):
             return await _open(host, port, run, tls=tls, use_tls=use_tls,
                                connect_address=connect_address,
-                               server_name=tls.server_name if tls else None)
+                               server_name=tls.server_name if tls else None, alpn=alpn)
     except TimeoutError:
         raise run.timed_out(timeout) from None
 
 
 # -- one exchange -------------------------------------------------------------------
-def _request_head(request: Request, parts: SplitResult) -> list[tuple[str, str]]:
-    default_port = 443 if parts.scheme == "https" else 80
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if parts.port is not None and parts.port != default_port:
-        host = f"{host}:{parts.port}"
+def _request_head(request: Request, host: str) -> list[tuple[str, str]]:
     given = {name.lower() for name, _ in request.headers}
     headers: list[tuple[str, str]] = []
     if "host" not in given:
@@ -393,9 +424,10 @@ def _looks_like_http(data: bytes) -> bool:
     return b"HTTP/"[: len(data)] == data[:5]
 
 
-# HTTP/1.x parsing is done here rather than with h11: it is a third of the
-# CPU of a plain-HTTP probe run with h11, and a client only needs the
-# response side. RFC 9112: status line, header fields, message body length.
+# HTTP/1.x parsing is done here rather than with h11: h11 was a fifth of
+# the CPU of a plain-HTTP probe run (measured with bench/http_probe_cpu.py),
+# and a client only needs the response side. RFC 9112: status line,
+# header fields, message body length.
 # Heads are decoded as latin-1 (RFC 9110 5.5: other bytes are opaque).
 _STATUS_LINE = re.compile(r"HTTP/(\d\.\d) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name
@@ -574,13 +606,10 @@ def _encode_request(method: str, target: str, headers: list[tuple[str, str]],
     return head + body if body else head
 
 
-async def _exchange(connection: Connection, request: Request, parts: SplitResult, run: _Run, *,
-                    redirects_on: bool, max_body_bytes: int,
+async def _exchange(connection: Connection, request: Request, authority: str, target: str,
+                    run: _Run, *, redirects_on: bool, max_body_bytes: int,
                     on_head: Callable[[Response], None]) -> Response:
-    target = (parts.path or "/").replace(" ", "%20")
-    if parts.query:
-        target = f"{target}?{parts.query}"
-    headers = _request_head(request, parts)
+    headers = _request_head(request, authority)
     out = _encode_request(request.method, target, headers, request.body)
     if run.trace_on:
         run.trace(f"> {request.method} {target} HTTP/1.1")
@@ -685,22 +714,25 @@ async def fetch(
         async with asyncio.timeout(timeout):
             current = request
             while True:
-                parts = _split(current.url)
-                if parts.scheme not in ("http", "https") or not parts.hostname:
-                    raise ProbeFailure("http_status", f"cannot follow to {current.url!r}")
-                host = parts.hostname
+                try:
+                    scheme, host, port, authority, target = _address(current.url)
+                except ValueError as exc:
+                    if current is request:  # a caller's mistake, not the target's
+                        raise
+                    raise ProbeFailure("http_status", f"cannot follow the redirect to "
+                                       f"{_short(current.url)}: {exc}") from None
                 same_host = host == first_host
-                use_tls = parts.scheme == "https"
+                use_tls = scheme == "https"
                 connection = await _open(
-                    host, parts.port or (443 if use_tls else 80), run,
-                    tls=tls, use_tls=use_tls,
+                    host, port, run, tls=tls, use_tls=use_tls,
                     connect_address=connect_address if same_host else None,
                     server_name=tls.server_name if tls is not None and same_host else None,
                 )
                 follow = len(history) < max_redirects
                 try:
                     response = await _exchange(
-                        connection, current, parts, run, redirects_on=max_redirects > 0,
+                        connection, current, authority, target, run,
+                        redirects_on=max_redirects > 0,
                         max_body_bytes=max_body_bytes, on_head=seen,
                     )
                 finally:

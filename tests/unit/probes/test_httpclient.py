@@ -336,3 +336,37 @@ async def test_body_cap_applies_to_every_framing(answer: bytes) -> None:
         failure = await failure_of(Request(server.url), max_body_bytes=1500)
     assert failure.reason == "assertion"
     assert "max_body_bytes (1500 bytes)" in failure.detail
+
+
+async def test_ca_file_gone_at_run_time_is_tls(certs: Certs) -> None:
+    """A ca_file removed after the config loaded fails the run with tls."""
+    tls = TLSOptions(ca_file=certs.ca_file)
+    certs.ca_file.unlink()
+    async with serve_app(web.Application(), ssl_context=certs.server_context()) as server:
+        failure = await failure_of(Request(server.url), tls=tls)
+    assert failure.reason == "tls"
+    assert "cannot load ca_file" in failure.detail
+    assert server.connections == 0
+
+
+async def test_request_target_is_percent_encoded() -> None:
+    """Spaces and non-ASCII in the URL's path and query are sent percent-encoded."""
+    heads: list[bytes] = []
+
+    async def capture(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await read_head(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with serve_raw(capture) as server:
+        await fetch(Request(server.url + "/a b/é?q=x y&r=1"), timeout=2)
+    assert heads[0].startswith(b"GET /a%20b/%C3%A9?q=x%20y&r=1 HTTP/1.1\r\n")
+
+
+async def test_redirect_to_unusable_location_is_http_status() -> None:
+    """A Location that cannot be requested (another scheme) fails with http_status."""
+    answer = b"HTTP/1.1 302 Found\r\nLocation: ftp://files.example/x\r\nContent-Length: 0\r\n\r\n"
+    async with serve_raw(raw(answer)) as server:
+        failure = await failure_of(Request(server.url))
+    assert failure.reason == "http_status"
+    assert "cannot follow the redirect to ftp://files.example/x" in failure.detail
