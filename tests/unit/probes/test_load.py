@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from monitor.config.load import LoadProbeConfig
 from monitor.config.loader import parse_config
+from monitor.metrics import Metrics
 from monitor.probes.base import Result, RunContext, Sample
 from monitor.probes.load import LoadProbe, quantile, schedule
+from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once
 from tests.support.faultproxy import client_sockets, wait_for
@@ -202,3 +205,26 @@ def test_rate_cap_is_a_field_error() -> None:
     """More than 200 req/s does not load."""
     with pytest.raises(ValidationError, match="less than or equal to 200"):
         config(1, rate=500)
+
+
+async def test_active_gauge_reads_1_while_running_through_the_recorder() -> None:
+    """Scraped mid-run, monitor_load_active is 1 (set live); after the run it is 0."""
+    registry = CollectorRegistry()
+    recorder = Recorder(Metrics(registry))
+    async with server(gate=asyncio.Event()) as srv:
+        cfg = config(srv.port, rate=20, duration="200ms")
+        probe = LoadProbe(cfg)
+        recorder.register(cfg, probe.initial_samples())
+        labels = {"probe": "peak", "kind": "load"}
+        assert registry.get_sample_value("monitor_load_active", labels) == 0
+        task = asyncio.create_task(run_once(probe, cfg, redactor=Redactor(),
+                                            on_result=recorder.record, live=recorder.live))
+        assert await wait_for(lambda: srv.received >= 1)
+        assert registry.get_sample_value("monitor_load_active", labels) == 1
+        assert srv.gate is not None
+        srv.gate.set()
+        result = await task
+    assert result.ok, result.detail
+    assert registry.get_sample_value("monitor_load_active", labels) == 0
+    assert registry.get_sample_value("monitor_load_requests_total",
+                                     {**labels, "code": "200"}) == 4
