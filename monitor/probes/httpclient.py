@@ -740,15 +740,11 @@ async def fetch(
                 location = _location(response)
                 if location is not None:
                     location = urljoin(current.url, location)
-                if location is None:
-                    response.history = history
-                    response.phases = dict(run.phases)
-                    return response
+                # Without a Location to follow, or with following off, this
+                # response (a 3xx too) is the answer.
+                if location is None or max_redirects == 0:
+                    return _final(response, history, run)
                 if not follow:
-                    if max_redirects == 0:  # following is off: the 3xx is the answer
-                        response.history = history
-                        response.phases = dict(run.phases)
-                        return response
                     raise ProbeFailure(
                         "http_status",
                         f"stopped after {max_redirects} redirects (max_redirects): "
@@ -759,6 +755,15 @@ async def fetch(
                 run.trace(f"* redirect {response.status} -> {_short(current.url)}")
     except TimeoutError:
         raise run.timed_out(timeout) from None
+
+
+def _final(response: Response, history: list[Response], run: _Run) -> Response:
+    response.history = history
+    response.phases = dict(run.phases)
+    if run.trace_on:
+        run.trace("* phases " + " ".join(f"{name}={_ms(seconds)}"
+                                         for name, seconds in run.phases.items()))
+    return response
 
 
 def _location(response: Response) -> str | None:

@@ -459,6 +459,7 @@ async def test_trace_has_both_heads_in_debug_only() -> None:
     assert "< HTTP/1.1 200 OK" in traced.trace
     assert "< x-app-revision: r7" in traced.trace
     assert any(line.startswith("* connected to 127.0.0.1:") for line in traced.trace)
+    assert traced.trace[-1].startswith("* phases connect=")
     assert quiet.trace == []
 
 
