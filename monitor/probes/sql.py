@@ -102,6 +102,10 @@ BURST_SKIP_RATIO = 0.7
 CLOSE_SECONDS = 1.0
 # The capability bit of a server that offers TLS (pymysql.constants.CLIENT.SSL).
 CLIENT_SSL = 2048
+# The server's own statement limit lies this much past the probe's deadline:
+# the probe gives up first (and says `timeout`), the server stops the
+# abandoned statement soon after.
+SERVER_LIMIT_MARGIN = 1.0
 # Rows of the query are read in chunks this size and dropped (MySQL).
 FETCH_CHUNK = 1000
 
@@ -155,6 +159,8 @@ class Headroom:
 
 
 class Session(Protocol):
+    async def limit_statements(self, seconds: float) -> None: ...
+
     async def execute(self, query: str) -> None: ...
 
     async def headroom(self) -> Headroom: ...
@@ -220,6 +226,9 @@ class _TimedLoop:
 class _PostgresSession:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+
+    async def limit_statements(self, seconds: float) -> None:
+        """Already done: statement_timeout went with the startup packet."""
 
     async def execute(self, query: str) -> None:
         # The simple-query protocol: no prepare round trip, rows dropped.
@@ -316,6 +325,26 @@ class _MySQLSession:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
+    async def limit_statements(self, seconds: float) -> None:
+        """Have the server stop a statement the probe gives up on.
+
+        MySQL notices a closed connection only when it next writes, so an
+        abandoned query would run on. MariaDB and MySQL name the limit
+        differently (MySQL's covers SELECT only); a server that knows
+        neither keeps running without one.
+        """
+        if "MariaDB" in (self.conn.get_server_info() or ""):
+            statement = f"SET SESSION max_statement_time = {max(seconds, 0.001):.3f}"
+        else:
+            statement = f"SET SESSION max_execution_time = {max(1, int(seconds * 1000))}"
+        async with self.conn.cursor() as cursor:
+            try:
+                await cursor.execute(statement)
+            except aiomysql.MySQLError as exc:
+                code = exc.args[0] if exc.args else 0
+                if code != 1193:  # unknown system variable: an older server
+                    raise
+
     async def execute(self, query: str) -> None:
         # Unbuffered: rows are read in chunks and dropped, never all held.
         async with self.conn.cursor(aiomysql.SSCursor) as cursor:
@@ -389,8 +418,9 @@ class SqlProbe(Probe):
         failure: tuple[Reason, str] | None = None
         try:
             stage = "query"
-            started = loop.time()
             async with asyncio.timeout_at(deadline):
+                await session.limit_statements(deadline - loop.time() + SERVER_LIMIT_MARGIN)
+                started = loop.time()
                 await session.execute(config.query)
                 ctx.phase("query", loop.time() - started)
                 ctx.trace(f"query done in {_ms(loop.time() - started)}")
@@ -456,7 +486,7 @@ class SqlProbe(Probe):
         context = self._ssl_context()
         loop = asyncio.get_running_loop()
         if config.driver == "postgres":
-            remaining_ms = max(1, int((deadline - loop.time()) * 1000))
+            limit_ms = max(1, int((deadline - loop.time() + SERVER_LIMIT_MARGIN) * 1000))
             conn = await asyncpg.connect(
                 host=config.host, port=config.port, user=config.user,
                 # An empty password, not None: None makes asyncpg read
@@ -471,7 +501,7 @@ class SqlProbe(Probe):
                 server_settings={
                     "application_name": "monitor",
                     # The server stops the query itself if we give up on it.
-                    "statement_timeout": str(remaining_ms),
+                    "statement_timeout": str(limit_ms),
                 },
             )
             marks.done = loop.time()
@@ -710,7 +740,9 @@ def _reason_of(exc: BaseException, in_connect: bool) -> Reason | None:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
         if state in _PG_STATES:
-            return _PG_STATES[state]
+            reason = _PG_STATES[state]
+            # "permission denied" in a query is the query's failure, not a login's.
+            return "assertion" if reason == "auth" and not in_connect else reason
         if state.startswith("08"):
             return "connection_reset"
         if state.startswith("53"):
@@ -725,7 +757,8 @@ def _reason_of(exc: BaseException, in_connect: bool) -> Reason | None:
     if isinstance(exc, aiomysql.MySQLError):
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
         if code in _MY_CODES:
-            return _MY_CODES[code]
+            reason = _MY_CODES[code]
+            return "assertion" if reason == "auth" and not in_connect else reason
         if code == 2003:
             return None  # "can't connect": the cause says why
         return "connect_refused" if in_connect else "assertion"

@@ -173,6 +173,25 @@ async def test_tls_required_but_not_offered_is_tls(pg_small: PostgresServer) -> 
     assert (result.ok, result.reason) == (False, "tls"), result.detail
 
 
+async def test_query_error_is_assertion(db: Server) -> None:
+    """A query the server rejects (no permission) fails with assertion, connect phases kept."""
+    query = ("SELECT * FROM pg_authid" if isinstance(db, PostgresServer)
+             else "SELECT * FROM mysql.user")
+    result = await run(probe_config(db, query=query))
+    assert (result.ok, result.reason) == (False, "assertion"), result.detail
+    assert result.detail.startswith("query failed:")
+    assert "startup" in result.phases and "query" not in result.phases
+
+
+async def test_slow_query_is_timeout(db: Server) -> None:
+    """A query running past the timeout fails with timeout, and nothing stays open."""
+    query = "SELECT pg_sleep(30)" if isinstance(db, PostgresServer) else "SELECT SLEEP(30)"
+    result = await run(probe_config(db, query=query, app_timeout="500ms", timeout="1s"))
+    assert (result.ok, result.reason) == (False, "timeout"), result.detail
+    assert "the query did not finish" in result.detail
+    assert await wait_sessions_gone(db) == 0
+
+
 # -- refusals --------------------------------------------------------------------
 
 
