@@ -233,3 +233,32 @@ async def test_url_mode_finds_the_knee_of_an_http_service() -> None:
     assert value(registry, "monitor_burst_connections_total", step="20", outcome="failed") == 10
     assert "10 capacity" in result.detail
     assert value(registry, "monitor_burst_connect_duration_seconds_count") == 35
+
+
+async def test_held_connections_go_slow() -> None:
+    """Cap 10 with connections held until a slot frees (hold: None): the excess goes slow."""
+    # Each connection keeps its slot >= 200 ms; at step 20 the second ten
+    # start only when the first ten finish, so they take >= 400 ms > 300 ms.
+    faults = Faults(cap=10, hold=None, latency=0.2)
+    async with echo_behind_proxy(faults) as proxy:
+        result, _, registry = await run(config(proxy.port, steps=[10, 20],
+                                               slow_threshold="300ms"))
+        assert await all_closed(proxy)
+    assert value(registry, "monitor_burst_capacity_concurrency") == 10
+    assert value(registry, "monitor_burst_connections_total", step="20", outcome="slow") == 10
+    assert value(registry, "monitor_burst_connections_total", step="20", outcome="failed") == 0
+    assert proxy.rejected == 0 and proxy.peak_active == 10
+    assert result.ok, result.detail
+
+
+async def test_random_resets_fail_connections() -> None:
+    """reset_ratio: the proxy's resets come back as failed connections, cause connection_reset."""
+    faults = Faults(reset_ratio=0.3, seed=7)
+    async with echo_behind_proxy(faults) as proxy:
+        result, _, registry = await run(config(proxy.port, steps=[20]))
+        assert await all_closed(proxy)
+    assert proxy.reset_count > 0
+    assert value(registry, "monitor_burst_connections_total", step="20",
+                 outcome="failed") == proxy.reset_count
+    assert (result.ok, result.reason) == (False, "capacity")
+    assert f"{proxy.reset_count} connection_reset" in result.detail
