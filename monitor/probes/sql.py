@@ -154,8 +154,10 @@ STAGE_TEXT = {
 class Headroom:
     used: int | None
     max: int | None
-    # Why ``used`` is missing or only approximate (no rights), else "".
+    # Why ``used`` is missing or only approximate (no rights), else "";
+    # ``note_kind`` names the case, so that the log says it once per kind.
     note: str = ""
+    note_kind: str = ""
 
 
 class Session(Protocol):
@@ -255,12 +257,13 @@ class _PostgresSession:
                 " FROM pg_stat_activity"
             )
         except asyncpg.PostgresError as exc:
-            return Headroom(None, limit, f"cannot read pg_stat_activity ({_pg_text(exc)})")
-        note = ""
+            return Headroom(None, limit, f"cannot read pg_stat_activity ({_pg_text(exc)})",
+                            "unreadable")
         if counts[1]:
-            note = (f"{counts[1]} sessions of other users are hidden from this user: the count"
-                    " is approximate (grant pg_monitor for an exact one)")
-        return Headroom(int(counts[0]), limit, note)
+            return Headroom(int(counts[0]), limit, (
+                f"{counts[1]} sessions of other users are hidden from this user: the count"
+                " is approximate (grant pg_monitor for an exact one)"), "hidden")
+        return Headroom(int(counts[0]), limit)
 
     async def close(self) -> None:
         await self.conn.close(timeout=CLOSE_SECONDS)
@@ -360,9 +363,10 @@ class _MySQLSession:
                 await cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
                 row = await cursor.fetchone()
             except aiomysql.MySQLError as exc:
-                return Headroom(None, limit, f"cannot read Threads_connected ({_my_text(exc)})")
+                return Headroom(None, limit, f"cannot read Threads_connected ({_my_text(exc)})",
+                                "unreadable")
         if row is None:
-            return Headroom(None, limit, "the server reports no Threads_connected")
+            return Headroom(None, limit, "the server reports no Threads_connected", "unreadable")
         return Headroom(int(row[1]), limit)
 
     async def close(self) -> None:
@@ -400,7 +404,7 @@ class SqlProbe(Probe):
         super().__init__(config)
         self._password = config.password_value() or ""
         self._ssl: ssl.SSLContext | None = None
-        self._told: set[str] = set()  # notes already logged once
+        self._told: set[str] = set()  # note kinds already logged once
 
     def initial_samples(self) -> list[Sample]:
         return [Sample(APP_TIMEOUT, (), self.config.app_timeout, "set")]
@@ -548,8 +552,8 @@ class SqlProbe(Probe):
             ctx.facts["connections_used"] = headroom.used
         if headroom.note:
             ctx.facts["connections_note"] = headroom.note
-            if headroom.note not in self._told:
-                self._told.add(headroom.note)
+            if headroom.note_kind not in self._told:
+                self._told.add(headroom.note_kind)
                 log.warning("sql connection count limited", note=headroom.note)
         if headroom.used is None:
             return f"connections unknown: {headroom.note}"
