@@ -519,3 +519,29 @@ def test_header_value_with_line_break_is_refused() -> None:
     """A header value with CR/LF (header injection) is a config error."""
     with pytest.raises(ValueError, match="line break"):
         config("http://127.0.0.1:1/", headers={"X-A": "v\r\nX-Injected: 1"})
+
+
+async def test_metrics_through_the_recorder() -> None:
+    """Through the recorder: zero series up front, then the response counted
+    by code and origin and each phase observed once, on the registry."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.metrics import Metrics
+    from monitor.recorder import Recorder
+
+    registry = CollectorRegistry()
+    recorder = Recorder(Metrics(registry))
+    async with serve_app(status_app(503)) as server:
+        cfg = config(server.url, origins=ORIGINS)
+        p = HttpProbe(cfg)
+        recorder.register(cfg, p.initial_samples())
+        labels = {"probe": "web", "kind": "http"}
+        platform_503 = {**labels, "code": "503", "origin": "platform"}
+        assert registry.get_sample_value(RESPONSES, platform_503) == 0
+        result = await run_once(p, cfg, redactor=Redactor(), on_result=recorder.record)
+    assert result.reason == "http_status"
+    assert registry.get_sample_value(RESPONSES, platform_503) == 1
+    for phase in ("connect", "ttfb", "transfer"):
+        assert registry.get_sample_value(f"{PHASES}_count", {**labels, "phase": phase}) == 1
+    assert registry.get_sample_value(
+        "monitor_probe_failures_total", {**labels, "reason": "http_status"}) == 1

@@ -187,3 +187,26 @@ async def test_refused_is_connect_refused() -> None:
         port = sock.getsockname()[1]
     result = await probe(f"127.0.0.1:{port}")
     assert result.reason == "connect_refused"
+
+
+async def test_expiry_gauge_through_the_recorder(certs: Certs) -> None:
+    """Through the recorder the expiry lands on the registry as a gauge."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.metrics import Metrics
+    from monitor.recorder import Recorder
+    from monitor.redact import Redactor
+    from monitor.runner import run_once
+
+    registry = CollectorRegistry()
+    recorder = Recorder(Metrics(registry))
+    not_after = in_days(40)
+    context = certs.server_context("127.0.0.1", not_after=not_after)
+    async with serve_app(hello(), ssl_context=context) as server:
+        cfg = config(server.target, tls={"ca_file": str(certs.ca_file)})
+        recorder.register(cfg)
+        result = await run_once(TlsProbe(cfg), cfg, redactor=Redactor(),
+                                on_result=recorder.record)
+    assert result.ok, result.detail
+    assert registry.get_sample_value(EXPIRY, {"probe": "cert", "kind": "tls"}) == \
+        not_after.timestamp()
