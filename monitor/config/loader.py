@@ -148,6 +148,8 @@ def _sentence(error: Any) -> str:
               "less_than": "less than", "less_than_equal": "at most"}
     if kind in bounds:
         limit = next(iter(ctx.values()), "?")
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)
         return f"must be {bounds[kind]} {limit}, got {error['input']!r}"
     if kind == "string_pattern_mismatch" and error["loc"][-1] == "name":
         return "must be lower-case letters, digits, '-' or '_' (it becomes the probe label)"
