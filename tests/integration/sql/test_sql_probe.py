@@ -16,6 +16,7 @@ from typing import Any
 
 import aiomysql
 import asyncpg
+import pytest
 import trustme
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
@@ -24,13 +25,13 @@ from monitor.config.loader import parse_config
 from monitor.config.sql import SqlProbeConfig
 from monitor.metrics import Metrics
 from monitor.probes import build_probe
-from monitor.probes.base import Probe, Result
+from monitor.probes.base import Probe, Result, RunContext
 from monitor.probes.sql import APP_TIMEOUT, CONNECT, MAX, PHASES, USED
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once
 from tests.support.databases import MariaDBServer, PostgresServer
-from tests.support.faultproxy import FaultProxy, Faults
+from tests.support.faultproxy import FaultProxy, Faults, client_sockets
 
 Server = PostgresServer | MariaDBServer
 
@@ -124,6 +125,7 @@ async def test_success_records_every_phase(db: Server) -> None:
     """A plain run passes with connect, startup and query timed, and the gauges set."""
     result = await run(probe_config(db))
     assert result.ok, result.detail
+    assert client_sockets(db.port) == 0
     assert set(result.phases) == {"connect", "startup", "query"}
     for phase in ("connect", "startup", "query"):
         assert len(observed(result, PHASES, phase=phase)) == 1
@@ -189,6 +191,7 @@ async def test_slow_query_is_timeout(db: Server) -> None:
     result = await run(probe_config(db, query=query, app_timeout="500ms", timeout="1s"))
     assert (result.ok, result.reason) == (False, "timeout"), result.detail
     assert "the query did not finish" in result.detail
+    assert client_sockets(db.port) == 0
     assert await wait_sessions_gone(db) == 0
 
 
@@ -306,6 +309,7 @@ async def test_postgres_hidden_sessions_are_counted_and_flagged(pg: PostgresServ
 async def test_burst_of_20(db: Server) -> None:
     """Twenty concurrent connects pass, are each observed, and are all closed after."""
     result = await run(probe_config(db, burst=20))
+    assert client_sockets(db.port) == 0  # closed by the run itself, before it returned
     assert result.ok, result.detail
     assert result.facts["burst"]["size"] == 20
     assert result.facts["burst"]["ok"] == 20
@@ -328,6 +332,7 @@ async def test_burst_refused_connects_fail_the_run_and_are_closed(db: Server) ->
             "db", user=user, burst=10, interval="10s", app_timeout="2s", timeout="5s") + "\n"
         config = parse_config(text, {"DB_PASSWORD": password}).probes[0]
         result = await run(config)
+        assert client_sockets(db.port) == 0
         left = await wait_sessions_gone(db, user)
     finally:
         db.admin(f"DROP ROLE {user}" if isinstance(db, PostgresServer)
@@ -367,6 +372,26 @@ async def test_burst_stuck_behind_a_full_proxy_times_out(pg: PostgresServer) -> 
     assert (result.ok, result.reason) == (False, "connect_timeout"), result.detail
     assert "5 of 10 connects did not complete" in result.detail
     assert result.facts["burst"]["ok"] == 5
+    assert await wait_sessions_gone(pg) == 0
+
+
+async def test_cancelled_burst_closes_every_connection(pg: PostgresServer) -> None:
+    """Cancelling a run mid-burst (the runner's backstop) leaves no socket or task behind."""
+    proxy = FaultProxy((pg.host, pg.port), Faults(cap=3, hold=None))
+    port = await proxy.start()
+    try:
+        config = probe_config(pg, port=port, burst=10, app_timeout="2s", timeout="5s")
+        probe = build_probe(config)
+        tasks_before = asyncio.all_tasks()
+        ctx = RunContext(config.name, config.kind)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):  # 3 burst connects done, 7 stuck at the proxy
+                await probe.run(ctx)
+        assert client_sockets(port) == 0  # at once: nothing waits for the server to notice
+        assert await _drained(proxy)  # the proxy's own tasks end as its clients went away
+        assert asyncio.all_tasks() <= tasks_before
+    finally:
+        await proxy.close()
     assert await wait_sessions_gone(pg) == 0
 
 
