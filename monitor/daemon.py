@@ -121,7 +121,7 @@ class Daemon:
                 continue
             probe = build_probe(probe_config)
             self.probes[probe_config.name] = (probe_config, probe)
-            self.recorder.register(probe_config, probe.initial_samples())
+            self.recorder.register(probe_config, probe.registration_samples())
             self.scheduler.add(probe_config.name, probe_config.interval,
                                config.global_.jitter)
 

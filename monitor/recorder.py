@@ -166,8 +166,10 @@ class Recorder:
         spec = SPEC_BY_NAME[metric]
         full = {"probe": state.config.name, "kind": state.config.kind, **labels}
         values = tuple(str(full[name]) for name in spec.labels)
-        child = self.metrics[metric].labels(*values)
-        if op == "inc":
+        child = self.metrics[metric].labels(*values)  # creates the series at zero
+        if op == "touch":
+            pass
+        elif op == "inc":
             child.inc(value)
         elif op == "set":
             child.set(value)

@@ -19,7 +19,7 @@ Exceptions of this package::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -76,7 +76,7 @@ class ProbeFailure(Exception):
         self.detail = detail
 
 
-MetricOp = Literal["inc", "set", "observe"]
+MetricOp = Literal["inc", "set", "observe", "touch"]  # touch: create at zero
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +196,8 @@ class Probe:
     """
 
     phase_metric: ClassVar[str | None] = None
+    # The phases a run reports; their series exist from registration on.
+    phases: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -211,7 +213,24 @@ class Probe:
     async def close(self) -> None:
         """Release what the probe holds between runs (most hold nothing)."""
 
+    def registration_samples(self) -> list[Sample]:
+        """What the recorder creates when the probe is registered."""
+        phases = [zero(self.phase_metric, phase=p) for p in self.phases if self.phase_metric]
+        return [*self.initial_samples(), *phases]
+
+
+# Status codes whose series exist from the start: a counter series that first
+# appears with the fault has no baseline for rate() (NOTES.md).
+INITIAL_CODES = ("200", "429", "500", "502", "503", "504")
+
 
 def zero(metric: str, **labels: str) -> Sample:
-    """A series created at zero (an increment by 0)."""
-    return Sample(metric, tuple(labels.items()), 0.0, "inc")
+    """A counter or histogram series created at zero, before any run."""
+    return Sample(metric, tuple(labels.items()), 0.0, "touch")
+
+
+def response_series(origins: Iterable[str]) -> list[Sample]:
+    """`monitor_http_responses_total` at zero for the usual codes x every origin."""
+    names = [*dict.fromkeys(origins), "unclassified"]
+    return [zero("monitor_http_responses_total", code=code, origin=origin)
+            for code in INITIAL_CODES for origin in names]

@@ -118,8 +118,9 @@ class BurstProbe(Probe):
         # Every step x outcome exists at zero, so rate() has a baseline
         # before the first saturation.
         return [
-            zero("monitor_burst_connections_total", step=str(step), outcome=outcome)
-            for step in self.config.steps for outcome in OUTCOMES
+            zero("monitor_burst_connect_duration_seconds"),
+            *(zero("monitor_burst_connections_total", step=str(step), outcome=outcome)
+              for step in self.config.steps for outcome in OUTCOMES),
         ]
 
     async def run(self, ctx: RunContext) -> Result:

@@ -37,19 +37,26 @@ from urllib.parse import urlsplit
 
 from monitor.config.common import classify_origin
 from monitor.config.http import HttpProbeConfig, header_items
-from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
+from monitor.probes.base import (
+    Probe,
+    ProbeFailure,
+    Reason,
+    Result,
+    RunContext,
+    Sample,
+    response_series,
+)
 from monitor.probes.httpclient import Request, Response, fetch
 from monitor.probes.idtoken import IdTokenProvider, id_token_header
 
 RESPONSES = "monitor_http_responses_total"
-# The codes of the 503 family (DESIGN.md): created at zero so rate() has a baseline.
-INITIAL_CODES = ("200", "429", "500", "502", "503", "504")
 # How much of a body a failure detail quotes (the detail itself is capped).
 DETAIL_BODY_CHARS = 80
 
 
 class HttpProbe(Probe):
     phase_metric: ClassVar[str | None] = "monitor_http_phase_duration_seconds"
+    phases: ClassVar[tuple[str, ...]] = ("dns", "connect", "tls", "ttfb", "transfer")
     config: HttpProbeConfig
 
     def __init__(self, config: HttpProbeConfig, *,
@@ -63,14 +70,8 @@ class HttpProbe(Probe):
             headers=header_items(config.headers), body=body,
         )
 
-    def origins(self) -> list[str]:
-        names = dict.fromkeys(rule.name for rule in self.config.origins)
-        names["unclassified"] = None
-        return list(names)
-
     def initial_samples(self) -> list[Sample]:
-        return [zero(RESPONSES, code=code, origin=origin)
-                for code in INITIAL_CODES for origin in self.origins()]
+        return response_series(rule.name for rule in self.config.origins)
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config

@@ -61,12 +61,17 @@ from monitor.config.journey import (
     render_json,
 )
 from monitor.config.types import format_duration
-from monitor.probes.base import Probe, ProbeFailure, Reason, RunContext, Sample, zero
+from monitor.probes.base import (
+    Probe,
+    ProbeFailure,
+    Reason,
+    RunContext,
+    Sample,
+    response_series,
+    zero,
+)
 from monitor.redact import Redactor
 
-# Created at zero so rate() works from the first scrape (DESIGN.md): the
-# 5xx/429 family the alerts divide by, and 200; the same as the http probe.
-ZERO_CODES = ("200", "429", "500", "502", "503", "504")
 # Closing the WebSocket and the session after the journey; the runner grants
 # one second beyond the timeout, so this must stay well below it.
 FINAL_CLOSE_SECONDS = 0.25
@@ -99,11 +104,9 @@ class JourneyProbe(Probe):
         return await _Walk(self, ctx).run()
 
     def initial_samples(self) -> list[Sample]:
-        origins = [*dict.fromkeys(o.name for o in self.config.origins), "unclassified"]
-        return [
-            zero("monitor_http_responses_total", code=code, origin=origin)
-            for code in ZERO_CODES for origin in origins
-        ]
+        steps = [zero("monitor_journey_step_duration_seconds", step=step.name)
+                 for step in self.config.steps]
+        return [*response_series(o.name for o in self.config.origins), *steps]
 
     def ssl_context(self, options: TLSOptions) -> ssl.SSLContext:
         context = self._ssl.get(options)

@@ -43,13 +43,20 @@ from urllib.parse import urlsplit
 from monitor.config.common import classify_origin
 from monitor.config.http import header_items
 from monitor.config.lb import LbProbeConfig
-from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
+from monitor.probes.base import (
+    Probe,
+    ProbeFailure,
+    Reason,
+    Result,
+    RunContext,
+    Sample,
+    response_series,
+)
 from monitor.probes.httpclient import Request, Response, fetch
 
 RESPONSES = "monitor_http_responses_total"
 BACKEND_RESPONSES = "monitor_lb_backend_responses_total"
 ADDRESS_SUCCESS = "monitor_lb_address_success"
-INITIAL_CODES = ("200", "429", "500", "502", "503", "504")
 # Backend label values are cut to this length (they come from responses).
 MAX_BACKEND_CHARS = 64
 OTHER = "other"
@@ -126,9 +133,7 @@ class LbProbe(Probe):
                                 headers=header_items(config.headers), body=body)
 
     def initial_samples(self) -> list[Sample]:
-        origins = [*dict.fromkeys(rule.name for rule in self.config.origins), "unclassified"]
-        return [zero(RESPONSES, code=code, origin=origin)
-                for code in INITIAL_CODES for origin in origins]
+        return response_series(rule.name for rule in self.config.origins)
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config

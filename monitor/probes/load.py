@@ -34,13 +34,21 @@ from typing import Any
 
 from monitor.config.http import header_items
 from monitor.config.load import LoadProbeConfig
-from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
+from monitor.probes.base import (
+    INITIAL_CODES,
+    Probe,
+    ProbeFailure,
+    Reason,
+    Result,
+    RunContext,
+    Sample,
+    zero,
+)
 from monitor.probes.httpclient import Request, fetch
 
 REQUESTS = "monitor_load_requests_total"
 LATENCY = "monitor_load_latency_seconds"
 ACTIVE = "monitor_load_active"
-INITIAL_CODES = ("200", "429", "500", "502", "503", "504")
 
 
 def schedule(rate: float, duration: float) -> list[float]:
@@ -67,7 +75,7 @@ class LoadProbe(Probe):
 
     def initial_samples(self) -> list[Sample]:
         return [*(zero(REQUESTS, code=code) for code in INITIAL_CODES),
-                Sample(ACTIVE, (), 0.0, "set")]
+                zero("monitor_load_latency_seconds"), Sample(ACTIVE, (), 0.0, "set")]
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config

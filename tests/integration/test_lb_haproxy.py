@@ -40,7 +40,7 @@ class Harness:
         self.probe = probe
         self.registry = CollectorRegistry()
         self.recorder = Recorder(Metrics(self.registry))
-        self.recorder.register(probe.config, probe.initial_samples())
+        self.recorder.register(probe.config, probe.registration_samples())
 
     async def run(self) -> Result:
         result = await run_once(self.probe, self.probe.config, redactor=Redactor(), debug=True)

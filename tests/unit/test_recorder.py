@@ -126,3 +126,17 @@ def test_sql_connect_buckets_include_app_timeout_fractions() -> None:
     metrics["monitor_sql_connect_duration_seconds"].labels("db", "sql").observe(9.0)
     text = generate_latest(registry).decode()
     assert 'le="8.0"' in text and 'le="12.5"' not in text
+
+
+def test_registration_creates_histogram_series_at_zero() -> None:
+    """Phase and kind histograms exist before the first run, so rate() has a baseline."""
+    from monitor.probes import build_probe
+
+    config, _, recorder, registry = setup()
+    probe = build_probe(config.probe("web"))
+    recorder.register(config.probe("web"), probe.registration_samples())
+    for phase in ("dns", "connect", "tls", "ttfb", "transfer"):
+        assert value(registry, "monitor_http_phase_duration_seconds_count", probe="web",
+                     kind="http", phase=phase) == 0
+    assert value(registry, "monitor_http_responses_total", probe="web", kind="http",
+                 code="503", origin="unclassified") == 0

@@ -41,7 +41,7 @@ async def run(cfg: BurstProbeConfig) -> tuple[Result, Recorder, CollectorRegistr
     registry = CollectorRegistry()
     recorder = Recorder(Metrics(registry))
     probe = BurstProbe(cfg)
-    recorder.register(cfg, probe.initial_samples())
+    recorder.register(cfg, probe.registration_samples())
     result = await run_once(probe, cfg, redactor=Redactor(), debug=True)
     recorder.record(result)
     return result, recorder, registry

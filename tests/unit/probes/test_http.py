@@ -534,7 +534,7 @@ async def test_metrics_through_the_recorder() -> None:
     async with serve_app(status_app(503)) as server:
         cfg = config(server.url, origins=ORIGINS)
         p = HttpProbe(cfg)
-        recorder.register(cfg, p.initial_samples())
+        recorder.register(cfg, p.registration_samples())
         labels = {"probe": "web", "kind": "http"}
         platform_503 = {**labels, "code": "503", "origin": "platform"}
         assert registry.get_sample_value(RESPONSES, platform_503) == 0

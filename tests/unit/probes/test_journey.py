@@ -122,7 +122,7 @@ async def test_metrics_reach_the_registry(agent: AgentServer) -> None:
     probe = JourneyProbe(cfg)
     registry = CollectorRegistry()
     recorder = Recorder(Metrics(registry))
-    recorder.register(cfg, probe.initial_samples())
+    recorder.register(cfg, probe.registration_samples())
     base = {"probe": "golden-path", "kind": "journey"}
     assert registry.get_sample_value(RESPONSES, {**base, "code": "503",
                                                  "origin": "unclassified"}) == 0
@@ -297,7 +297,7 @@ async def test_extracted_token_never_leaves_the_probe(agent: AgentServer) -> Non
         cfg, redactor = load(steps)
         probe = JourneyProbe(cfg)
         recorder = Recorder(Metrics(CollectorRegistry()))
-        recorder.register(cfg, probe.initial_samples())
+        recorder.register(cfg, probe.registration_samples())
         with capture_logs() as logs:
             result = await run_once(probe, cfg, redactor=redactor, debug=True)
             recorder.record(result)

@@ -214,7 +214,7 @@ async def test_active_gauge_reads_1_while_running_through_the_recorder() -> None
     async with server(gate=asyncio.Event()) as srv:
         cfg = config(srv.port, rate=20, duration="200ms")
         probe = LoadProbe(cfg)
-        recorder.register(cfg, probe.initial_samples())
+        recorder.register(cfg, probe.registration_samples())
         labels = {"probe": "peak", "kind": "load"}
         assert registry.get_sample_value("monitor_load_active", labels) == 0
         task = asyncio.create_task(run_once(probe, cfg, redactor=Redactor(),
