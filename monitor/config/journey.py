@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.config.common import Origin, ProbeBase, Strict, TLSOptions
+from monitor.config.common import Auth, Origin, ProbeBase, Strict, TLSOptions
 from monitor.config.http import MAX_BODY_BYTES_CAP, MAX_REDIRECTS_CAP, Status
 from monitor.config.types import Duration, format_duration, parse_duration
 
@@ -201,6 +201,7 @@ class HttpStep(Strict):
     extract: dict[VarName, ExtractorField] = Field(default_factory=dict)
     timeout: Duration | None = None
     tls: TLSOptions = TLSOptions()
+    auth: Auth = Auth()
     max_redirects: Annotated[int, Field(ge=0, le=MAX_REDIRECTS_CAP)] = 0
     max_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES_CAP)] = 1024 * 1024
 
@@ -217,6 +218,7 @@ class WsConnectStep(Strict):
     subprotocols: tuple[str, ...] = ()
     timeout: Duration | None = None
     tls: TLSOptions = TLSOptions()
+    auth: Auth = Auth()
     max_message_bytes: Annotated[int, Field(ge=1, le=MAX_MESSAGE_BYTES_CAP)] = (
         DEFAULT_MAX_MESSAGE_BYTES
     )

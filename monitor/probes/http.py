@@ -31,7 +31,6 @@ The request goes through :mod:`monitor.probes.httpclient`, which never retries.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -47,7 +46,7 @@ from monitor.probes.base import (
     response_series,
 )
 from monitor.probes.httpclient import Request, Response, fetch
-from monitor.probes.idtoken import IdTokenProvider, id_token_header
+from monitor.probes.idtoken import IdTokenProvider, with_id_token
 
 RESPONSES = "monitor_http_responses_total"
 # How much of a body a failure detail quotes (the detail itself is capped).
@@ -82,16 +81,9 @@ class HttpProbe(Probe):
             origin_of_last = classify_origin(config.origins, response.header_map)
             ctx.inc(RESPONSES, code=str(response.status), origin=origin_of_last)
 
-        request = self._request
-        if config.auth.google_id_token is not None:
-            # Fetched (or taken from the cache) before the clock of the request
-            # starts; a token that cannot be had fails the run with `auth`.
-            extra = await id_token_header(config.auth, self._id_tokens)
-            names = {name.lower() for name in extra}
-            request = replace(request, headers=[
-                *(pair for pair in request.headers if pair[0].lower() not in names),
-                *extra.items(),
-            ])
+        # Fetched (or taken from the cache) before the clock of the request
+        # starts; a token that cannot be had fails the run with `auth`.
+        request = await with_id_token(self._request, config.auth, self._id_tokens)
         started = ctx.elapsed()
         remaining = config.timeout - started
         if remaining <= 0:

@@ -38,13 +38,14 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 
 from monitor.config.common import Auth
 from monitor.probes.base import ProbeFailure, bounded
+from monitor.probes.httpclient import Request
 
 log = structlog.get_logger(__name__)
 
@@ -188,3 +189,17 @@ async def id_token_header(
     Raises :class:`ProbeFailure` with reason ``auth`` when no token can be had.
     """
     return await (provider or DEFAULT_PROVIDER).header(auth)
+
+
+async def with_id_token(
+    request: Request, auth: Auth | None, provider: IdTokenProvider | None = None
+) -> Request:
+    """``request`` with the ID-token header of ``auth`` replacing any of the same name."""
+    extra = await id_token_header(auth, provider)
+    if not extra:
+        return request
+    names = {name.lower() for name in extra}
+    return replace(request, headers=[
+        *(pair for pair in request.headers if pair[0].lower() not in names),
+        *extra.items(),
+    ])

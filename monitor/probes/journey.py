@@ -47,7 +47,7 @@ from typing import Any, ClassVar, NoReturn
 import aiohttp
 
 from monitor import USER_AGENT
-from monitor.config.common import TLSOptions, classify_origin
+from monitor.config.common import Auth, TLSOptions, classify_origin
 from monitor.config.journey import (
     Extractor,
     HttpStep,
@@ -70,6 +70,7 @@ from monitor.probes.base import (
     response_series,
     zero,
 )
+from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
 
 # Closing the WebSocket and the session after the journey; the runner grants
@@ -225,6 +226,7 @@ class _Walk:
         self._trace(step, f"> {action.method} {url}")
         for name, value in headers.items():
             self._trace(step, f"> {name}: {value}")
+        headers.update(await self._id_token(step, action.auth))
         self.waiting = f"waiting for the response to {action.method} {url}"
         session = self._session()
         try:
@@ -262,6 +264,13 @@ class _Walk:
             self.redactor.add(value)
             self._trace(step, f"extracted {name} ({len(value)} characters)")
 
+    async def _id_token(self, step: Step, auth: Auth) -> dict[str, str]:
+        """The ID-token header of ``auth`` (IAM-protected Cloud Run), or nothing."""
+        extra = await id_token_header(auth)
+        for name in extra:
+            self._trace(step, f"> {name}: <redacted ID token>")
+        return extra
+
     # -- WebSocket ------------------------------------------------------------
     async def _ws_connect(self, step: Step, action: WsConnectStep) -> None:
         url = self._render(action.url)
@@ -269,6 +278,7 @@ class _Walk:
         self._trace(step, f"> GET {url} (WebSocket upgrade)")
         for name, value in headers.items():
             self._trace(step, f"> {name}: {value}")
+        headers.update(await self._id_token(step, action.auth))
         self.waiting = f"waiting for the upgrade of {url}"
         session = self._session()
         try:

@@ -53,6 +53,7 @@ from monitor.probes.base import (
     response_series,
 )
 from monitor.probes.httpclient import Request, Response, fetch
+from monitor.probes.idtoken import with_id_token
 
 RESPONSES = "monitor_http_responses_total"
 BACKEND_RESPONSES = "monitor_lb_backend_responses_total"
@@ -140,6 +141,8 @@ class LbProbe(Probe):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.timeout - ctx.elapsed()
         addresses = await self._addresses(ctx, deadline)
+        # One token for the whole run (it is cached until shortly before expiry).
+        request = await with_id_token(self._request, config.auth)
         jobs = [(index, address) for _ in range(config.requests)
                 for index, address in enumerate(addresses)]
         outcomes: list[Outcome] = []
@@ -152,7 +155,7 @@ class LbProbe(Probe):
                     outcomes.append(Outcome(index, False, reason="timeout",
                                             detail="not sent within the run's timeout"))
                     continue
-                outcomes.append(await self._one(ctx, index, address, remaining))
+                outcomes.append(await self._one(ctx, request, index, address, remaining))
 
         async with asyncio.TaskGroup() as group:
             for _ in range(min(config.concurrency, len(jobs))):
@@ -190,7 +193,7 @@ class LbProbe(Probe):
         ctx.trace(f"addresses of {host}: " + ", ".join(f"{i}={a}" for i, a in enumerate(kept)))
         return kept
 
-    async def _one(self, ctx: RunContext, index: int, address: str | None,
+    async def _one(self, ctx: RunContext, request: Request, index: int, address: str | None,
                    timeout: float) -> Outcome:
         config = self.config
 
@@ -201,7 +204,7 @@ class LbProbe(Probe):
         started = time.monotonic()
         try:
             response = await fetch(
-                self._request, timeout=timeout, tls=config.tls, connect_address=address,
+                request, timeout=timeout, tls=config.tls, connect_address=address,
                 max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,
                 on_response=count,
             )

@@ -45,6 +45,7 @@ from monitor.probes.base import (
     zero,
 )
 from monitor.probes.httpclient import Request, fetch
+from monitor.probes.idtoken import with_id_token
 
 REQUESTS = "monitor_load_requests_total"
 LATENCY = "monitor_load_latency_seconds"
@@ -90,8 +91,10 @@ class LoadProbe(Probe):
 
         async def one(intended: float) -> None:
             try:
+                # Per request: a load test can outlive a token; a cached one is a lookup.
+                request = await with_id_token(self._request, config.auth)
                 response = await fetch(
-                    self._request, timeout=config.request_timeout, tls=config.tls,
+                    request, timeout=config.request_timeout, tls=config.tls,
                     max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes)
             except ProbeFailure as failure:
                 codes[failure.reason] += 1
