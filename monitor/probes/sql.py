@@ -431,16 +431,17 @@ class SqlProbe(Probe):
                 stage = "headroom"
                 headroom = await session.headroom()
         except TimeoutError:
-            session.abort()
+            await _abort(session)
             what = "the query" if stage == "query" else "the connection-count query"
             raise ProbeFailure("timeout", f"{what} did not finish within the timeout "
                                f"({format_duration(config.timeout)})") from None
-        except BaseException as exc:
+        except Exception as exc:
+            await _abort(session)
+            reason, detail = classify(exc, "query", marks)
+            what = "query" if stage == "query" else "connection-count query"
+            raise ProbeFailure(reason, f"{what} failed: {detail}") from None
+        except BaseException:  # cancelled: close and go, without waiting
             session.abort()
-            if isinstance(exc, Exception):
-                reason, detail = classify(exc, "query", marks)
-                what = "query" if stage == "query" else "connection-count query"
-                raise ProbeFailure(reason, f"{what} failed: {detail}") from None
             raise
         else:
             await _close(session)
@@ -669,6 +670,12 @@ async def _close(session: Session) -> None:
     except BaseException:
         session.abort()
         raise
+
+
+async def _abort(session: Session) -> None:
+    """Close the socket now; the transport lets it go on the next loop turn."""
+    session.abort()
+    await asyncio.sleep(0)
 
 
 def _stage_detail(marks: Marks, config: SqlProbeConfig | None) -> str:
