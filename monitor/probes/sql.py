@@ -58,8 +58,12 @@ Failure reasons for this kind:
     protocol          the port speaks something else (an HTTP server, any
                       bytes that are not a PostgreSQL or MySQL answer)
     timeout           the query (or the headroom query) did not finish
-                      within the timeout
-    assertion         the query failed with an SQL error
+                      within the timeout. The server gets its own limit 1 s
+                      later (PostgreSQL statement_timeout in the startup
+                      packet, a session limit on MySQL/MariaDB), so that it
+                      stops a statement the probe gave up on
+    assertion         the query failed with an SQL error (permission
+                      errors included: the login itself worked)
     error             a bug of ours (logged with its traceback)
 
 Secrets: the password goes only to the driver; no DSN is ever built. Details,
