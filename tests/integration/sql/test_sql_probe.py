@@ -231,6 +231,7 @@ async def test_stopped_server_is_connect_refused(db: Server) -> None:
 async def test_postgres_full_server_is_capacity(pg_small: PostgresServer) -> None:
     """Held connections fill the client slots: gauges show it, then the probe gets 53300."""
     config = probe_config(pg_small, burst=3)
+    assert await wait_sessions_gone(pg_small) == 0  # nothing left from earlier tests
     async with held(pg_small, 4):
         result = await run(config)
         assert result.ok, result.detail
@@ -247,7 +248,10 @@ async def test_mysql_full_server_is_capacity(mariadb: MariaDBServer) -> None:
     config = probe_config(mariadb, burst=3)
     mariadb.admin("SET GLOBAL max_connections = 10")
     try:
-        async with held(mariadb, 7):
+        async with held(mariadb, 7) as conns:
+            # Closed connections (the admin client's, earlier tests') leave
+            # Threads_connected a moment later: wait for exactly ours.
+            assert await threads_connected(conns[0], settle_at=7) == 7
             result = await run(config)
             assert result.ok, result.detail
             assert (gauge(result, USED), gauge(result, MAX)) == (8, 10)
@@ -258,6 +262,18 @@ async def test_mysql_full_server_is_capacity(mariadb: MariaDBServer) -> None:
         mariadb.admin("SET GLOBAL max_connections = 151")
     assert (result.ok, result.reason) == (False, "capacity")
     assert "1040" in result.detail
+
+
+async def threads_connected(conn: Any, settle_at: int, seconds: float = 5.0) -> int:
+    """MariaDB's Threads_connected, polled (bounded) until it equals ``settle_at``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        async with conn.cursor() as cursor:
+            await cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+            value = int((await cursor.fetchone())[1])
+        if value == settle_at or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.02)
 
 
 # -- headroom rights -----------------------------------------------------------------
@@ -288,6 +304,7 @@ async def test_postgres_without_rights_still_passes_and_says_so_once(
 
 async def test_postgres_hidden_sessions_are_counted_and_flagged(pg: PostgresServer) -> None:
     """Another user's session, hidden from the monitor user, is still counted, with a note."""
+    assert await wait_sessions_gone(pg) == 0  # nothing left from earlier tests
     pg.admin("CREATE ROLE other LOGIN PASSWORD 'other-pw'")
     try:
         other = await connect(pg, user="other", password="other-pw")
