@@ -88,7 +88,7 @@ import structlog
 
 from monitor.config.sql import SqlProbeConfig, SqlTLS
 from monitor.config.types import format_duration
-from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample
+from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
 
 log = structlog.get_logger("monitor.probes.sql")
 
@@ -403,6 +403,8 @@ class BurstConnect:
 class SqlProbe(Probe):
     config: SqlProbeConfig
     phase_metric: ClassVar[str | None] = PHASES
+    # tls joins them when tls.mode is not disable (initial_samples).
+    phases: ClassVar[tuple[str, ...]] = ("connect", "startup", "query")
 
     def __init__(self, config: SqlProbeConfig) -> None:
         super().__init__(config)
@@ -411,7 +413,10 @@ class SqlProbe(Probe):
         self._told: set[str] = set()  # note kinds already logged once
 
     def initial_samples(self) -> list[Sample]:
-        return [Sample(APP_TIMEOUT, (), self.config.app_timeout, "set")]
+        samples = [Sample(APP_TIMEOUT, (), self.config.app_timeout, "set"), zero(CONNECT)]
+        if self.config.tls.mode != "disable":
+            samples.append(zero(PHASES, phase="tls"))
+        return samples
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config

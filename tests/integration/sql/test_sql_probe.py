@@ -433,7 +433,7 @@ async def test_secrets_stay_out_of_logs_metrics_and_results(db: Server) -> None:
     with capture_logs() as logs:
         for config in (good, wrong):
             probe = build_probe(config)
-            recorder.register(config, probe.initial_samples())
+            recorder.register(config, probe.registration_samples())
             result = await run(config, probe, debug=True)
             recorder.record(result)
             results.append(result)

@@ -158,6 +158,20 @@ def test_password_and_password_file_exclude_each_other(tmp_path: Path) -> None:
     ]
 
 
+def test_series_exist_from_registration() -> None:
+    """Registration sets app_timeout and creates the phase and connect series (tls if used)."""
+    plain = build_probe(load({"driver": "postgres", "app_timeout": "20s"}))
+    samples = {(s.metric, s.labels, s.op) for s in plain.registration_samples()}
+    assert ("monitor_sql_app_timeout_seconds", (), "set") in samples
+    assert (CONNECT, (), "touch") in samples
+    phases = {dict(labels)["phase"] for metric, labels, _ in samples
+              if metric == "monitor_sql_phase_duration_seconds"}
+    assert phases == {"connect", "startup", "query"}
+    encrypted = build_probe(load({"driver": "postgres", "tls": {"mode": "require"}}))
+    assert ("monitor_sql_phase_duration_seconds", (("phase", "tls"),), "touch") in {
+        (s.metric, s.labels, s.op) for s in encrypted.registration_samples()}
+
+
 # -- ports that do not behave like databases --------------------------------------------
 
 
