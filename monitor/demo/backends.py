@@ -61,22 +61,3 @@ def backend_app(name: str, faults: Faults, revision: str = "demo-00001") -> web.
     app.router.add_get("/", health)
     return app
 
-
-def control_app(faults: Faults) -> web.Application:
-    """`POST /fault/<backend>/<mode>` flips a fault; `GET /fault` lists them."""
-
-    async def set_fault(request: web.Request) -> web.Response:
-        backend, mode = request.match_info["backend"], request.match_info["mode"]
-        try:
-            faults.set(backend, mode)
-        except ValueError as error:
-            return web.json_response({"error": str(error)}, status=400)
-        return web.json_response({"backend": backend, "mode": mode})
-
-    async def list_faults(request: web.Request) -> web.Response:
-        return web.json_response(faults.modes)
-
-    app = web.Application()
-    app.router.add_post("/fault/{backend}/{mode}", set_fault)
-    app.router.add_get("/fault", list_faults)
-    return app
