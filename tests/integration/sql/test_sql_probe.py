@@ -166,6 +166,7 @@ async def test_untrusted_certificate_is_tls(db: Server, tmp_path: Path) -> None:
     trustme.CA().cert_pem.write_to_path(str(other))
     result = await run(probe_config(db, tls={"mode": "verify-full", "ca_file": str(other)}))
     assert (result.ok, result.reason) == (False, "tls"), result.detail
+    assert client_sockets(db.port) == 0
     assert result.phases.get("connect") is None or "startup" not in result.phases
 
 
