@@ -198,3 +198,23 @@ async def _get(daemon: Daemon, route: str) -> tuple[int, str]:
     async with _served(daemon) as base, aiohttp.ClientSession() as session, \
             session.get(base + route) as response:
         return response.status, await response.text()
+
+
+async def test_two_shards_partition_the_probes(tmp_path: Path,
+                                               backend: tuple[Served, Faults]) -> None:
+    """`--shard 0/2` and `--shard 1/2` schedule disjoint sets that cover every probe."""
+    path = tmp_path / "monitor.yaml"
+    names = [f"probe-{i}" for i in range(12)]
+    path.write_text("probes:\n" + "".join(
+        f"  - {{name: {n}, kind: http, url: '{backend[0].url}/health'}}\n" for n in names))
+    config = load_config(path)
+    scheduled = []
+    for index in (0, 1):
+        daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()),
+                        redactor=Redactor(), shard=(index, 2))
+        await daemon.start()
+        scheduled.append(set(daemon.scheduler.job_names()))
+        await daemon.stop()
+    assert scheduled[0].isdisjoint(scheduled[1])
+    assert scheduled[0] | scheduled[1] == set(names)
+    assert scheduled[0] and scheduled[1]
