@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import statistics
 import sys
 import tempfile
@@ -151,6 +152,7 @@ async def main(runs: int, rounds: int) -> None:
     finally:
         for server in servers:
             server.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
