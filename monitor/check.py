@@ -209,11 +209,7 @@ def _as_json(state: str, level_states: list[LevelState], reports: list[ProbeRepo
         })
     return {
         "verdict": state,
-        "levels": [
-            {"level": ls.level, "state": ls.judgement, "probes": list(ls.probes),
-             "failing": list(ls.failing)}
-            for ls in level_states
-        ],
+        "levels": [ls.as_dict() for ls in level_states],
         "probes": probes,
     }
 

@@ -82,11 +82,7 @@ def build_status(recorder: Recorder, labels: dict[str, str], redactor: Redactor)
         "generated_at": time.time(),
         "verdict": verdict(level_states),
         "labels": labels,
-        "levels": [
-            {"level": ls.level, "state": ls.judgement, "probes": list(ls.probes),
-             "failing": list(ls.failing)}
-            for ls in level_states
-        ],
+        "levels": [ls.as_dict() for ls in level_states],
         "layers": layers,
         "probes": probes,
         "recent_failures": failures[:RECENT_FAILURES],

@@ -98,6 +98,11 @@ class LevelState:
     probes: tuple[str, ...]
     failing: tuple[str, ...]
 
+    def as_dict(self) -> dict[str, object]:
+        """The JSON of `check --format json` and /api/status."""
+        return {"level": self.level, "state": self.judgement, "probes": list(self.probes),
+                "failing": list(self.failing)}
+
 
 def levels(judged: Iterable[tuple[ProbeStats, Judgement]]) -> list[LevelState]:
     by_level: dict[int, list[tuple[ProbeStats, Judgement]]] = {}
