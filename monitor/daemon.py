@@ -112,9 +112,14 @@ class Daemon:
     def _apply(self, config: Config, only: set[str] | None = None) -> None:
         self.redactor.update(config.secrets)
         selected = self._selected(config)
-        self.metrics.rebucket_sql_connect(
-            p.app_timeout for p in selected if p.kind == "sql"
-        )
+        if self.metrics.rebucket_sql_connect(p.app_timeout for p in selected if p.kind == "sql"):
+            # The new histogram starts empty: give the sql probes that stay
+            # their zero series back.
+            for name, (probe_config, probe) in self.probes.items():
+                if probe_config.kind == "sql":
+                    for sample in probe.registration_samples():
+                        if sample.metric == "monitor_sql_connect_duration_seconds":
+                            self.recorder.live(name, sample)
         self.metrics.registry.const_labels = dict(config.global_.labels)  # type: ignore[attr-defined]
         for probe_config in selected:
             if only is not None and probe_config.name not in only:

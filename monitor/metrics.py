@@ -160,7 +160,7 @@ class Metrics:
         """The metric object; its type (Counter, Gauge, Histogram) follows its Spec."""
         return self._by_name[name]
 
-    def rebucket_sql_connect(self, app_timeouts: Iterable[float]) -> None:
+    def rebucket_sql_connect(self, app_timeouts: Iterable[float]) -> bool:
         """Recreate the SQL connect histogram when the app_timeouts change.
 
         Histogram buckets are fixed per metric; the 0.5, 0.8 and 1.0 x
@@ -170,9 +170,10 @@ class Metrics:
         buckets = sql_connect_buckets(app_timeouts)
         current = self._by_name[name]
         if tuple(current._upper_bounds[:-1]) == buckets:  # type: ignore[attr-defined]
-            return
+            return False
         self.registry.unregister(current)
         self._by_name[name] = _create(SPEC_BY_NAME[name], buckets, self.registry)
+        return True
 
 
 def sql_connect_buckets(app_timeouts: Iterable[float]) -> tuple[float, ...]:

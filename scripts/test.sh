@@ -23,6 +23,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[test,demo]"
+# Tests that need a server fail, rather than skip, when it is missing here.
+export MONITOR_REQUIRE_DATABASES=1
 python3 -m ruff check .
 python3 -m mypy
 python3 -m pytest "$@"
