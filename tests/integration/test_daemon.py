@@ -218,3 +218,32 @@ async def test_two_shards_partition_the_probes(tmp_path: Path,
     assert scheduled[0].isdisjoint(scheduled[1])
     assert scheduled[0] | scheduled[1] == set(names)
     assert scheduled[0] and scheduled[1]
+
+
+async def test_rebucketed_sql_histogram_keeps_series_of_unchanged_probes(tmp_path: Path) -> None:
+    """Changing one sql probe's app_timeout rebuilds the buckets; the other keeps its series."""
+    def write(app_timeout: str) -> None:
+        path.write_text(f"""
+probes:
+  - {{name: db-a, kind: sql, driver: postgres, host: 127.0.0.1, port: 1, user: u,
+      app_timeout: 5s, timeout: 10s, interval: 1m}}
+  - {{name: db-b, kind: sql, driver: postgres, host: 127.0.0.1, port: 1, user: u,
+      app_timeout: {app_timeout}, timeout: 10s, interval: 1m}}
+""")
+
+    path = tmp_path / "monitor.yaml"
+    write("4s")
+    daemon = Daemon(path, load_config(path), metrics=Metrics(ConstLabelRegistry()),
+                    redactor=Redactor())
+    await daemon.start()
+    try:
+        write("2s")
+        assert await daemon.reload() == []
+        registry = daemon.metrics.registry
+        count = "monitor_sql_connect_duration_seconds_count"
+        assert registry.get_sample_value(count, {"probe": "db-a", "kind": "sql"}) == 0
+        assert registry.get_sample_value(count, {"probe": "db-b", "kind": "sql"}) == 0
+        assert registry.get_sample_value("monitor_sql_connect_duration_seconds_bucket",
+                                         {"probe": "db-b", "kind": "sql", "le": "1.6"}) == 0
+    finally:
+        await daemon.stop()
