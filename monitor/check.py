@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from monitor.config import Config
 from monitor.config.types import parse_duration
@@ -52,12 +53,21 @@ class CheckOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CheckOptions:
-        duration = parse_duration(args.duration) if args.duration else None
-        every = parse_duration(args.every) if args.every else None
+        duration = _positive("--duration", args.duration)
+        every = _positive("--every", args.every)
         if every is not None and duration is None:
             raise ValueError("--every needs --duration")
         return cls(level=args.level, probes=tuple(args.probe or ()), duration=duration,
                    every=every, format=args.format, debug=args.debug)
+
+
+def _positive(flag: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{flag} must be longer than 0")
+    return seconds
 
 
 @dataclass
@@ -157,7 +167,10 @@ async def _sample(chosen: list[Any], options: CheckOptions, redactor: Redactor,
 
 async def _repeat(probe: Any, report: ProbeReport, options: CheckOptions, redactor: Redactor,
                   deadline: float, show: Any) -> None:
-    every = options.every or report.config.interval
+    # --every samples faster, but never faster than a kind allows (a burst or a
+    # load test run back to back would become the outage it measures).
+    every = max(options.every, report.config.min_interval) if options.every \
+        else report.config.interval
     next_start = time.monotonic()
     while next_start < deadline:
         result = await run_once(probe, report.config, redactor=redactor, debug=options.debug,
@@ -230,8 +243,9 @@ def _print_text(state: str, level_states: list[LevelState], reports: list[ProbeR
         last = report.results[-1] if report.results else None
         reason = "" if last is None or last.ok else f"{last.reason}: {last.detail}"
         p50 = _p50(report)
-        table.add_row(stats.name, report.config.kind, str(stats.level), str(stats.runs),
-                      success, judgement, reason, "-" if p50 is None else f"{p50 * 1000:.0f} ms")
+        cells = (stats.name, report.config.kind, str(stats.level), str(stats.runs), success,
+                 judgement, reason, "-" if p50 is None else f"{p50 * 1000:.0f} ms")
+        table.add_row(*(Text(cell) for cell in cells))  # details are data, not markup
     console.print(table)
     for ls in level_states:
         failing = f" (failing: {', '.join(ls.failing)})" if ls.failing else ""

@@ -149,6 +149,9 @@ async def serve(path: Path, config: Config, redactor: Redactor,
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     log.info("stopping")
+    for task in reloads:  # a reload still going would build probes nobody closes
+        task.cancel()
+    await asyncio.gather(*reloads, return_exceptions=True)
     await daemon.stop()
     await runner.cleanup()
     return 0

@@ -24,7 +24,7 @@ from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once
 from monitor.scheduler import Scheduler
-from monitor.sharding import in_shard
+from monitor.sharding import select
 
 log = structlog.get_logger("monitor.daemon")
 
@@ -47,7 +47,8 @@ class Daemon:
         self.metrics = metrics
         self.redactor = redactor
         self.shard = shard
-        self.recorder = Recorder(metrics, verdict_window=config.global_.verdict_window)
+        self.recorder = Recorder(metrics, verdict_window=config.global_.verdict_window,
+                                 redact=redactor.text)
         self.scheduler = Scheduler(
             self._run, on_skipped=self.recorder.skipped,
             on_lag=metrics["monitor_scheduler_lag_seconds"].observe,
@@ -92,7 +93,10 @@ class Daemon:
                           problems=error.problems)
                 return error.problems
             if config.server != self.config.server:
+                # The running server keeps its settings (users, TLS, address)
+                # until restart; the daemon's view of them must not change.
                 log.warning("server settings changed: they take effect on restart")
+                config = config.model_copy(update={"server": self.config.server})
             await self._replace(config)
             self._loaded(success=True)
             log.info("config reloaded", probes=len(self.probes))
@@ -100,12 +104,13 @@ class Daemon:
 
     async def _replace(self, config: Config) -> None:
         old = {name: cfg for name, (cfg, _) in self.probes.items()}
+        if _schedule_settings(config) != _schedule_settings(self.config):
+            old = {}  # jitter or the verdict window changed: every probe starts anew
         new = {p.name: p for p in self._selected(config)}
-        for name, cfg in old.items():
-            if new.get(name) != cfg:
+        for name in list(self.probes):
+            if new.get(name) != old.get(name):
                 await self._remove(name)
         self.config = config
-        self.redactor.update(config.secrets)
         self.recorder.verdict_window = config.global_.verdict_window
         self._apply(config, only={n for n, c in new.items() if old.get(n) != c})
 
@@ -143,8 +148,7 @@ class Daemon:
     def _selected(self, config: Config) -> list[Any]:
         if self.shard is None:
             return list(config.probes)
-        index, count = self.shard
-        return [p for p in config.probes if in_shard(p.name, index, count)]
+        return list(select(config.probes, *self.shard))
 
     def _loaded(self, *, success: bool) -> None:
         self.metrics["monitor_config_last_reload_success"].set(1 if success else 0)
@@ -163,6 +167,10 @@ class Daemon:
         try:
             await run_once(probe, config, redactor=self.redactor,
                            on_result=self.recorder.record, live=self.recorder.live)
+        except asyncio.CancelledError:
+            # Removed on reload, or stopping: the run ends here, and the
+            # scheduler must not report it as a job that raised.
+            log.info("probe run cancelled", probe=name)
         finally:
             if self.running.get(name) is task:
                 del self.running[name]
@@ -180,3 +188,7 @@ async def _close(probe: Probe) -> None:
     with contextlib.suppress(Exception):
         await probe.close()
 
+
+def _schedule_settings(config: Config) -> tuple[float, float]:
+    """Global settings that shape every probe's job and ring."""
+    return config.global_.jitter, config.global_.verdict_window

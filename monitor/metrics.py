@@ -117,7 +117,6 @@ SPECS: tuple[Spec, ...] = (
 
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 VERDICT_STATES = ("operational", "partial", "broken")
-CODE_LABELS_AT_ZERO = ("200", "429", "500", "502", "503", "504")
 
 
 class ConstLabelRegistry(CollectorRegistry):
@@ -131,6 +130,10 @@ class ConstLabelRegistry(CollectorRegistry):
         super().__init__(auto_describe=True)
         self.const_labels: dict[str, str] = {}
 
+    def restricted_registry(self, names: Iterable[str]) -> _Restricted:  # type: ignore[override]
+        """`/metrics?name[]=...`: prometheus_client's own version skips collect()."""
+        return _Restricted(self, frozenset(names))
+
     def collect(self) -> Iterator[Metric]:
         labels = dict(self.const_labels)
         for metric in super().collect():
@@ -139,6 +142,21 @@ class ConstLabelRegistry(CollectorRegistry):
                     s._replace(labels={**s.labels, **labels}) for s in metric.samples
                 ]
             yield metric
+
+
+class _Restricted:
+    """The samples of ``registry`` whose names were asked for, with const labels."""
+
+    def __init__(self, registry: ConstLabelRegistry, names: frozenset[str]) -> None:
+        self.registry = registry
+        self.names = names
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            samples = [s for s in metric.samples if s.name in self.names]
+            if samples:
+                metric.samples = samples
+                yield metric
 
 
 class Metrics:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +51,9 @@ class ProbeState:
 
 class Recorder:
     def __init__(self, metrics: Metrics, *, verdict_window: float = 900.0,
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time, redact: Callable[[str], str] = str) -> None:
         self.metrics = metrics
+        self.redact = redact  # for label values taken from config
         self.verdict_window = verdict_window
         self.clock = clock
         self.probes: dict[str, ProbeState] = {}
@@ -69,7 +70,7 @@ class Recorder:
         self.probes[config.name] = state
         self._write(state, "monitor_probe_info", {
             "level": str(config.level), "layer": config.layer, "service": config.service,
-            "target": config.info_target(),
+            "target": self.redact(config.info_target()),
         }, 1, "set")
         self._write(state, "monitor_probe_interval_seconds", {}, config.interval, "set")
         self._write(state, "monitor_probe_timeout_seconds", {}, config.timeout, "set")

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 MASK = "<redacted>"
 _PATTERNS = (
     # Authorization: Bearer xyz / Proxy-Authorization / Cookie values
-    (re.compile(r"(?im)^((?:proxy-)?authorization|cookie|set-cookie|x-api-key)(\s*:\s*).*$"),
+    (re.compile(r"(?im)^([<>]?\s*(?:(?:proxy-)?authorization|cookie|set-cookie|x-api-key))"
+                r"(\s*:\s*).*$"),
      rf"\1\2{MASK}"),
     # scheme://user:password@host
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*):[^\s@/]+@"), rf"\1:{MASK}@"),

@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from monitor.config.common import ProbeBase, TLSOptions
+from monitor.config.common import ProbeBase, TLSOptions, url_label
 from monitor.config.http import HttpUrl, Status
 from monitor.config.types import Duration, HostPort, Ratio, format_duration, parse_duration
 
@@ -77,7 +77,7 @@ class BurstProbeConfig(ProbeBase):
         return self.steps[0] if self.min_capacity is None else self.min_capacity
 
     def info_target(self) -> str:
-        return self.target or self.url or ""
+        return self.target or url_label(self.url or "")
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -111,6 +112,12 @@ class Origin(Strict):
         if value is None:
             return False
         return self.regex is None or self.regex.search(value) is not None
+
+
+def url_label(url: str) -> str:
+    """A URL as a label value: no query or fragment (they may carry keys)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def classify_origin(origins: tuple[Origin, ...], headers: dict[str, str]) -> str:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
-from monitor.config.common import Auth, Origin, ProbeBase, Strict, TLSOptions
+from monitor.config.common import Auth, Origin, ProbeBase, Strict, TLSOptions, url_label
 from monitor.config.types import Duration, format_duration
 
 # The body of a probe's response is only checked, never stored whole.
@@ -60,6 +60,8 @@ class HttpRequestFields(Strict):
             # A line break would end the header and inject another one.
             if any(c in secret.get_secret_value() for c in "\r\n\0"):
                 raise ValueError(f"header {name} has a line break or NUL in its value")
+            if not secret.get_secret_value().isascii():
+                raise ValueError(f"header {name} must be ASCII (HTTP header values are bytes)")
         return value
 
 
@@ -69,7 +71,7 @@ class HttpProbeConfig(ProbeBase, HttpRequestFields):
     origins: tuple[Origin, ...] = ()
 
     def info_target(self) -> str:
-        return self.url
+        return url_label(self.url)
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.config.common import Auth, Origin, ProbeBase, Strict, TLSOptions
+from monitor.config.common import Auth, Origin, ProbeBase, Strict, TLSOptions, url_label
 from monitor.config.http import MAX_BODY_BYTES_CAP, MAX_REDIRECTS_CAP, Status
 from monitor.config.types import Duration, format_duration, parse_duration
 
@@ -331,7 +331,7 @@ class JourneyProbeConfig(ProbeBase):
         for step in self.steps:
             url = getattr(step.action, "url", None)
             if url is not None:
-                return str(url)
+                return url_label(str(url))
         return ""
 
     def step_timeouts(self) -> float:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from monitor.config.common import Origin, ProbeBase
+from monitor.config.common import Origin, ProbeBase, url_label
 from monitor.config.http import HttpRequestFields
 
 # Caps: enough requests to see every backend of a pool a few times, far from
@@ -43,7 +43,7 @@ class LbProbeConfig(ProbeBase, HttpRequestFields):
         return value
 
     def info_target(self) -> str:
-        return self.url
+        return url_label(self.url)
 
     def status_ok(self, code: int) -> bool:
         return code in self.expect_status if self.expect_status else 200 <= code < 300

@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from monitor.config.common import ProbeBase
+from monitor.config.common import ProbeBase, url_label
 from monitor.config.http import HttpRequestFields
 from monitor.config.types import Duration, format_duration, parse_duration
 
@@ -57,7 +57,7 @@ class LoadProbeConfig(ProbeBase, HttpRequestFields):
         return data
 
     def info_target(self) -> str:
-        return self.url
+        return url_label(self.url)
 
     @property
     def count(self) -> int:

@@ -35,6 +35,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     return parse_config(text, environ if environ is not None else os.environ, source=str(path))
 
 
@@ -64,7 +66,7 @@ def parse_config(text: str, environ: Mapping[str, str], source: str = "<config>"
     probes = _validate_probes(raw.get("probes"), global_config or GlobalConfig(), problems)
 
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(_named(_hide(problems, secrets), raw.get("probes")))
     if global_config is None or server is None:  # problems above said why
         raise ConfigError(problems or ["global/server: invalid"])
     for probe in probes:
@@ -76,6 +78,28 @@ def parse_config(text: str, environ: Mapping[str, str], source: str = "<config>"
         "probes": probes,
         "secrets": frozenset(s for s in secrets if s),
     })
+
+
+def _hide(problems: list[str], secrets: set[str]) -> list[str]:
+    """Problems quote input values: never a secret's (interpolated) value."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        problems = [p.replace(secret, "<redacted>") for p in problems]
+    return problems
+
+
+def _named(problems: list[str], probes: Any) -> list[str]:
+    """Add the probe's name to interpolation problems, as validation does."""
+    named = []
+    for problem in problems:
+        match = re.match(r"probes\[(\d+)\]([^ :(]*): ", problem)
+        if match and isinstance(probes, list) and int(match[1]) < len(probes):
+            item = probes[int(match[1])]
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str):
+                head = match.group(0)[:-2]
+                problem = f"{head} (probe {name!r}): {problem[len(match.group(0)):]}"
+        named.append(problem)
+    return named
 
 
 def _validate_probes(raw: Any, global_config: GlobalConfig, problems: list[str]) -> list[Any]:

@@ -21,23 +21,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 # Failure reasons: a fixed list (it is a metric label). DESIGN.md explains each.
-REASONS: tuple[str, ...] = (
-    "timeout",
-    "dns",
-    "connect_refused",
-    "connect_timeout",
-    "connection_reset",
-    "tls",
-    "http_status",
-    "assertion",
-    "auth",
-    "capacity",
-    "protocol",
-    "error",
-)
 Reason = Literal[
     "timeout",
     "dns",
@@ -52,6 +38,7 @@ Reason = Literal[
     "protocol",
     "error",
 ]
+REASONS: tuple[str, ...] = get_args(Reason)
 
 # Details end up in logs, /api/status and the check table: keep them short.
 MAX_DETAIL_CHARS = 512
@@ -220,7 +207,7 @@ class Probe:
 
 
 # Status codes whose series exist from the start: a counter series that first
-# appears with the fault has no baseline for rate() (NOTES.md).
+# appears with the fault has no baseline for rate().
 INITIAL_CODES = ("200", "429", "500", "502", "503", "504")
 
 

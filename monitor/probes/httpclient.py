@@ -620,7 +620,7 @@ async def _exchange(connection: Connection, request: Request, authority: str, ta
     try:
         connection.writer.write(out)
         await connection.writer.drain()
-    except (ConnectionError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError) as exc:  # resets, and ICMP errors on an open socket
         raise ProbeFailure("connection_reset", f"connection to {run.target} lost while "
                            f"sending the request: {exc}") from None
     incoming = _Incoming(connection.reader, run, time.monotonic())
@@ -655,7 +655,7 @@ async def _exchange(connection: Connection, request: Request, authority: str, ta
                                         f"({max_body_bytes} bytes)") from None
     except _Closed:
         raise ProbeFailure("connection_reset", _eof_detail(run, response)) from None
-    except (ConnectionError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError) as exc:  # resets, and ICMP errors on an open socket
         raise ProbeFailure("connection_reset", _eof_detail(run, response, exc)) from None
     run.phase("transfer", time.monotonic() - incoming.first_byte)
     if run.trace_on and read_body:

@@ -32,6 +32,8 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import structlog
+
 from monitor.config.http import header_items
 from monitor.config.load import LoadProbeConfig
 from monitor.probes.base import (
@@ -47,6 +49,7 @@ from monitor.probes.base import (
 from monitor.probes.httpclient import Request, fetch
 from monitor.probes.idtoken import with_id_token
 
+log = structlog.get_logger("monitor.probes.load")
 REQUESTS = "monitor_load_requests_total"
 LATENCY = "monitor_load_latency_seconds"
 ACTIVE = "monitor_load_active"
@@ -99,6 +102,11 @@ class LoadProbe(Probe):
             except ProbeFailure as failure:
                 codes[failure.reason] += 1
                 failures[failure.reason] += 1
+                return
+            except Exception:  # a bug of ours: counted, not lost in a task
+                log.exception("load request raised")
+                codes["error"] += 1
+                failures["error"] += 1
                 return
             finally:
                 slots.release()

@@ -255,12 +255,6 @@ def skip_reason(q: PanelQuery, stack: Stack) -> str | None:
     """Panels that cannot have data in this run, and why."""
     if stack.sql is None and "monitor_sql_" in q.expr:
         return f"no PostgreSQL here: {missing_postgres()}"
-    if "monitor_load_latency_seconds_bucket" in q.expr:
-        # The recorder creates a histogram's series at its first observation,
-        # and a load run's latencies are all recorded when the run ends: after
-        # the first run the buckets have no earlier sample, so rate() is 0 and
-        # the quantile NaN until the second run (load runs at most every 5m).
-        return "load latency needs a second load run (min interval 5m) for rate()"
     return None
 
 

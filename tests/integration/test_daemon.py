@@ -247,3 +247,33 @@ probes:
                                          {"probe": "db-b", "kind": "sql", "le": "1.6"}) == 0
     finally:
         await daemon.stop()
+
+
+async def test_reload_keeps_the_running_server_settings(daemon: Daemon) -> None:
+    """Server settings changed on reload take effect on restart only: the daemon keeps its own."""
+    running = daemon.config.server
+    text = daemon.config_path.read_text().replace('listen: "127.0.0.1:0"',
+                                                  'listen: "127.0.0.1:1"')
+    daemon.config_path.write_text(text)
+    assert await daemon.reload() == []
+    assert daemon.config.server == running
+
+
+async def test_reload_with_new_jitter_reschedules_every_probe(daemon: Daemon) -> None:
+    """A changed global jitter (or verdict window) builds every probe anew."""
+    before = {name: probe for name, (_, probe) in daemon.probes.items()}
+    daemon.config_path.write_text(daemon.config_path.read_text().replace(
+        "timeout: 500ms,", "timeout: 500ms, jitter: 0.2,"))
+    assert await daemon.reload() == []
+    assert all(daemon.probes[name][1] is not probe for name, probe in before.items())
+    assert set(daemon.scheduler.job_names()) == set(before)
+
+
+async def test_metrics_name_filter_keeps_constant_labels(daemon: Daemon) -> None:
+    """`/metrics?name[]=...` returns only those series, still with global.labels."""
+    status, text = await _get(daemon, "/metrics?name[]=monitor_probe_info")
+    assert status == 200
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert samples
+    assert all(line.startswith("monitor_probe_info{") and 'vantage="test"' in line
+               for line in samples)
