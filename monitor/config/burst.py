@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from monitor.config.common import ProbeBase, TLSOptions, url_label
-from monitor.config.http import HttpUrl, Status
+from monitor.config.http import HttpUrl, Status, status_expected
 from monitor.config.types import Duration, HostPort, Ratio, format_duration, parse_duration
 
 # Caps: a burst probe must never become the outage it looks for. A VPC
@@ -119,4 +119,4 @@ class BurstProbeConfig(ProbeBase):
         return found
 
     def ok_status(self, code: int) -> bool:
-        return code in self.expect_status if self.expect_status else 200 <= code < 300
+        return status_expected(self.expect_status, code)

@@ -26,6 +26,11 @@ def _http_url(value: str) -> str:
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def status_expected(expected: tuple[int, ...], code: int) -> bool:
+    """``code`` is one of ``expected``; any 2xx when nothing is listed."""
+    return code in expected if expected else 200 <= code < 300
 Status = Annotated[int, Field(ge=100, le=599)]
 
 
@@ -36,7 +41,7 @@ class HttpExpect(Strict):
     max_duration: Duration | None = None
 
     def status_ok(self, code: int) -> bool:
-        return code in self.status if self.status else 200 <= code < 300
+        return status_expected(self.status, code)
 
 
 class HttpRequestFields(Strict):

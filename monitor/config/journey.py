@@ -25,7 +25,12 @@ from pydantic import (
 )
 
 from monitor.config.common import Auth, Origin, ProbeBase, Strict, TLSOptions, url_label
-from monitor.config.http import MAX_BODY_BYTES_CAP, MAX_REDIRECTS_CAP, Status
+from monitor.config.http import (
+    MAX_BODY_BYTES_CAP,
+    MAX_REDIRECTS_CAP,
+    Status,
+    status_expected,
+)
 from monitor.config.types import Duration, format_duration, parse_duration
 
 # A journey is a path, not a script: 20 steps is far more than a login,
@@ -188,7 +193,7 @@ class StepExpect(Strict):
     body_regex: JourneyRegex | None = None
 
     def status_ok(self, code: int) -> bool:
-        return code in self.status if self.status else 200 <= code < 300
+        return status_expected(self.status, code)
 
 
 class HttpStep(Strict):

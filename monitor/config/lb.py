@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from monitor.config.common import Origin, ProbeBase, url_label
-from monitor.config.http import HttpRequestFields
+from monitor.config.http import HttpRequestFields, status_expected
 
 # Caps: enough requests to see every backend of a pool a few times, far from
 # a load test (that is `kind: load`, with its own caps and schedule).
@@ -46,7 +46,7 @@ class LbProbeConfig(ProbeBase, HttpRequestFields):
         return url_label(self.url)
 
     def status_ok(self, code: int) -> bool:
-        return code in self.expect_status if self.expect_status else 200 <= code < 300
+        return status_expected(self.expect_status, code)
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()

@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from monitor.config.common import ProbeBase, url_label
-from monitor.config.http import HttpRequestFields
+from monitor.config.http import HttpRequestFields, status_expected
 from monitor.config.types import Duration, format_duration, parse_duration
 
 # Caps: a load test from the monitor must stay a measurement, never the
@@ -65,7 +65,7 @@ class LoadProbeConfig(ProbeBase, HttpRequestFields):
         return round(self.rate * self.duration)
 
     def status_ok(self, code: int) -> bool:
-        return code in self.expect_status if self.expect_status else 200 <= code < 300
+        return status_expected(self.expect_status, code)
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
