@@ -116,6 +116,16 @@ SPECS: tuple[Spec, ...] = (
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def sample_names() -> set[str]:
+    """Every name a query can use: the metrics and their histogram series."""
+    names = set()
+    for spec in SPECS:
+        names.add(spec.name)
+        if spec.type == "histogram":
+            names.update(f"{spec.name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
+    return names
 VERDICT_STATES = ("operational", "partial", "broken")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitor.metrics import SPECS
+from monitor.metrics import sample_names
 from tests.e2e.shortwindows import (
     SHORT,
     UncoveredDuration,
@@ -58,12 +58,7 @@ def alerts() -> list[dict[str, Any]]:
 
 
 def defined_metrics() -> set[str]:
-    names = set()
-    for spec in SPECS:
-        names.add(spec.name)
-        if spec.type == "histogram":
-            names.update(f"{spec.name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
-    return names
+    return sample_names()
 
 
 def recorded() -> set[str]:
