@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 
 from monitor.config.common import ProbeBase, TLSOptions, url_label
 from monitor.config.http import HttpUrl, Status, status_expected
@@ -52,15 +52,7 @@ class BurstProbeConfig(ProbeBase):
     step_timeout: Duration = 10.0
 
     min_interval: ClassVar[float] = 60.0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _step_timeout_default(cls, data: Any, info: Any) -> Any:
-        """`global.timeout` is the default of a step (DESIGN.md, global)."""
-        defaults = (info.context or {}).get("global")
-        if isinstance(data, dict) and defaults is not None and "step_timeout" not in data:
-            data = {**data, "step_timeout": format_duration(defaults.timeout)}
-        return data
+    global_timeout_fields: ClassVar[tuple[str, ...]] = ("step_timeout",)
 
     @classmethod
     def default_timeout(cls, data: dict[str, Any], global_timeout: float) -> str:

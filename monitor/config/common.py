@@ -36,15 +36,19 @@ class ProbeBase(Strict):
 
     # A run that must not start more often than this (burst, load).
     min_interval: ClassVar[float] = 0.0
+    # Kind fields whose default is `global.timeout` too (a burst step, a load request).
+    global_timeout_fields: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="before")
     @classmethod
     def _fill_defaults(cls, data: Any, info: Any) -> Any:
-        """Take interval and timeout from `global` when the probe omits them."""
+        """Take interval and timeouts from `global` when the probe omits them."""
         defaults = (info.context or {}).get("global")
         if isinstance(data, dict) and defaults is not None:
             data = dict(data)
             data.setdefault("interval", format_duration(defaults.interval))
+            for field in cls.global_timeout_fields:
+                data.setdefault(field, format_duration(defaults.timeout))
             if "timeout" not in data:
                 data["timeout"] = cls.default_timeout(data, defaults.timeout)
         return data

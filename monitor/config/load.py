@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from monitor.config.common import ProbeBase, url_label
 from monitor.config.http import HttpRequestFields, status_expected
@@ -36,6 +36,7 @@ class LoadProbeConfig(ProbeBase, HttpRequestFields):
     max_error_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
 
     min_interval: ClassVar[float] = 300.0
+    global_timeout_fields: ClassVar[tuple[str, ...]] = ("request_timeout",)
 
     @classmethod
     def default_timeout(cls, data: dict[str, Any], global_timeout: float) -> str:
@@ -46,15 +47,6 @@ class LoadProbeConfig(ProbeBase, HttpRequestFields):
         except (ValueError, TypeError):
             return format_duration(global_timeout)  # the field's own error is reported
         return format_duration(round(duration + request + TIMEOUT_MARGIN, 3))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _request_timeout_default(cls, data: Any, info: Any) -> Any:
-        """`global.timeout` is the default of each request."""
-        defaults = (info.context or {}).get("global")
-        if isinstance(data, dict) and defaults is not None and "request_timeout" not in data:
-            data = {**data, "request_timeout": format_duration(defaults.timeout)}
-        return data
 
     def info_target(self) -> str:
         return url_label(self.url)

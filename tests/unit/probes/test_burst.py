@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from monitor.config import parse_config
 from monitor.config.burst import BurstProbeConfig
 from monitor.metrics import Metrics
 from monitor.probes.base import Result
@@ -262,3 +263,12 @@ async def test_random_resets_fail_connections() -> None:
                  outcome="failed") == proxy.reset_count
     assert (result.ok, result.reason) == (False, "capacity")
     assert f"{proxy.reset_count} connection_reset" in result.detail
+
+
+def test_step_timeout_defaults_to_global_timeout() -> None:
+    """Without step_timeout a step gets global.timeout, and the run timeout follows from it."""
+    text = ("global: {timeout: 4s}\nprobes:\n"
+            "  - {name: b, kind: burst, target: '127.0.0.1:7', steps: [5, 10], interval: 1m}\n")
+    (probe,) = parse_config(text, {}).probes
+    assert probe.step_timeout == 4.0
+    assert probe.timeout > 2 * probe.step_timeout
