@@ -5,7 +5,8 @@ Why not aiohttp: a probe must time TCP connect and the TLS handshake apart
 (aiohttp's client can silently resend an idempotent request on a reset
 connection: a retry hides the flakiness we hunt), and must be cheap in CPU
 when many probes are due at once. So this client opens a fresh connection
-for every request with asyncio streams and speaks HTTP/1.1 through h11.
+for every request with asyncio streams and speaks HTTP/1.1 itself (a small
+response parser below; see the note there on why not h11).
 
 One :func:`fetch` is one logical request: the first connection plus one
 fresh connection per followed redirect. It measures, summed over hops:
