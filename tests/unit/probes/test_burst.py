@@ -73,10 +73,11 @@ async def test_no_cap_completes_the_ramp() -> None:
 
 async def test_connection_cap_sets_the_knee_and_stops_the_ramp() -> None:
     """A proxy carrying 20 connections (more wait 50 ms, then RST): knee 20, no step after 40."""
-    # Each admitted connection holds its slot for 100 ms, so the 40 of the
-    # last step really overlap; the 50 ms hold absorbs the few milliseconds
-    # the proxy takes to notice the previous step's closes.
-    faults = Faults(cap=20, hold=0.05, latency=0.1)
+    # Each admitted connection holds its slot for 500 ms, so the 40 of the
+    # last step really overlap; the 200 ms hold absorbs the time the proxy
+    # takes to notice the previous step's closes, with room on a loaded
+    # machine both ways (and 500 ms of slack below the 1 s slow threshold).
+    faults = Faults(cap=20, hold=0.2, latency=0.5)
     async with echo_behind_proxy(faults) as proxy:
         result, _, registry = await run(config(proxy.port, steps=[*STEPS, 80]))
         assert await all_closed(proxy)
@@ -96,7 +97,7 @@ async def test_connection_cap_sets_the_knee_and_stops_the_ramp() -> None:
 
 async def test_knee_below_min_capacity_fails_with_capacity() -> None:
     """The same saturation with min_capacity 25 fails the run with reason capacity."""
-    async with echo_behind_proxy(Faults(cap=20, hold=0.05, latency=0.1)) as proxy:
+    async with echo_behind_proxy(Faults(cap=20, hold=0.2, latency=0.5)) as proxy:
         result, _, _ = await run(config(proxy.port, min_capacity=25))
     assert (result.ok, result.reason) == (False, "capacity")
     assert result.detail.startswith("capacity 20 is below min_capacity 25")
