@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ log = structlog.get_logger("monitor.daemon")
 
 # How often the event-loop lag is sampled.
 LOOP_LAG_TICK = 0.5
+# Kinds whose next run never comes early after a failure: capacity tests
+# have interval floors so that they cannot become the outage they look for.
+NO_CONFIRMATION = frozenset({"burst", "load"})
 
 
 class Daemon:
@@ -165,8 +169,11 @@ class Daemon:
         assert task is not None
         self.running[name] = task
         try:
-            await run_once(probe, config, redactor=self.redactor,
-                           on_result=self.recorder.record, live=self.recorder.live)
+            result = await run_once(probe, config, redactor=self.redactor,
+                                    on_result=self.recorder.record, live=self.recorder.live)
+            if not result.ok and config.kind not in NO_CONFIRMATION:
+                started = datetime.fromtimestamp(result.started_at, UTC)
+                self.scheduler.confirm(name, started, config.interval)
         except asyncio.CancelledError:
             # Removed on reload, or stopping: the run ends here, and the
             # scheduler must not report it as a job that raised.

@@ -58,6 +58,11 @@ SPECS: tuple[Spec, ...] = (
          "Runs not started because the previous one still ran or the run was missed.", P),
     Spec("monitor_probe_last_run_timestamp_seconds", "gauge",
          "When the last run finished, seconds since the epoch.", P),
+    Spec("monitor_probe_consecutive_failures", "gauge",
+         "Failed runs since the last successful one (0 after a success).", P),
+    Spec("monitor_probe_objective_ratio", "gauge",
+         "The probe's objective: the share of good runs and responses the alerts "
+         "hold it to (its error budget is 1 - objective).", P),
     # -- http, lb, journey ------------------------------------------------
     Spec("monitor_http_responses_total", "counter",
          "Every HTTP response a probe got, by status code and origin.",

@@ -47,6 +47,7 @@ class ProbeState:
     config: Any
     ring: deque[RecentResult]
     series: set[tuple[str, tuple[str, ...]]] = field(default_factory=set)
+    consecutive_failures: int = 0
 
 
 class Recorder:
@@ -74,6 +75,8 @@ class Recorder:
         }, 1, "set")
         self._write(state, "monitor_probe_interval_seconds", {}, config.interval, "set")
         self._write(state, "monitor_probe_timeout_seconds", {}, config.timeout, "set")
+        self._write(state, "monitor_probe_objective_ratio", {}, config.objective, "set")
+        self._write(state, "monitor_probe_consecutive_failures", {}, 0, "set")
         for result in ("success", "failure"):
             self._write(state, "monitor_probe_runs_total", {"result": result}, 0, "inc")
         for reason in REASONS:
@@ -104,6 +107,9 @@ class Recorder:
         if not result.ok:
             self._write(state, "monitor_probe_failures_total",
                         {"reason": result.reason or "error"}, 1, "inc")
+        state.consecutive_failures = 0 if result.ok else state.consecutive_failures + 1
+        self._write(state, "monitor_probe_consecutive_failures", {},
+                    state.consecutive_failures, "set")
         for sample in result.samples:
             self._apply(state, sample)
         self._write(state, "monitor_probe_last_run_timestamp_seconds", {},

@@ -3,6 +3,13 @@
 A run that cannot start because the previous one still runs, or that the
 scheduler missed (the event loop was blocked past the grace time), is
 counted in `monitor_probe_skipped_total`: nothing is lost silently.
+
+After a failed run the daemon brings the next run forward (``confirm``): to
+half an interval after the failed run started, never before it ended. A
+failure is then confirmed or cleared within half an interval instead of a
+whole one, which is what lets a full outage page within a minute while a
+single failed run never pages (docs/alerting.md). Both runs are recorded:
+this is not a retry, nothing is hidden.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 log = structlog.get_logger("monitor.scheduler")
+
+# The least delay of a confirmation run after the failed run returned.
+CONFIRM_MIN_DELAY = 0.01
 
 
 def first_run_offset(name: str, interval: float) -> float:
@@ -74,6 +84,19 @@ class Scheduler:
             misfire_grace_time=max(1, int(interval / 2)),
             replace_existing=True,
         )
+
+    def confirm(self, name: str, started: datetime, interval: float) -> None:
+        """Bring the next run of ``name`` forward to ``started + interval / 2``
+        (the failed run has ended: call this as it returns)."""
+        job = self._scheduler.get_job(name)
+        if job is None or job.next_run_time is None:
+            return
+        # Not at once: the failed run still counts as running until its task
+        # is done, and a run due now would be skipped for overlap.
+        at = max(started + timedelta(seconds=interval / 2),
+                 self._clock() + timedelta(seconds=CONFIRM_MIN_DELAY))
+        if at < job.next_run_time:
+            job.modify(next_run_time=at)
 
     def remove(self, name: str) -> None:
         if self._scheduler.get_job(name) is not None:

@@ -33,6 +33,10 @@ class ProbeBase(Strict):
     interval: Duration
     timeout: Duration
     allowed_failure_ratio: Ratio = 0.05
+    # The share of good runs (and responses) the alert rules hold the probe
+    # to: its error budget is 1 - objective, and the pages fire on burn rates
+    # of that budget (docs/alerting.md).
+    objective: Ratio = 0.99
 
     # A run that must not start more often than this (burst, load).
     min_interval: ClassVar[float] = 0.0
@@ -61,6 +65,7 @@ class ProbeBase(Strict):
     def problems(self) -> list[tuple[str, str]]:
         """Cross-field problems as (field, sentence); kinds extend this."""
         found: list[tuple[str, str]] = []
+        found += _budget_problems(self.objective, self.allowed_failure_ratio)
         if self.timeout >= self.interval:
             found.append((
                 "timeout",
@@ -78,6 +83,36 @@ class ProbeBase(Strict):
     def info_target(self) -> str:
         """What the probe points at, for `monitor_probe_info{target}` (no secrets)."""
         return ""
+
+
+# The fastest burn rate a page looks for (config/prometheus/rules: 20 x the
+# error budget over 2m): an objective whose budget makes that more than every
+# run could never page.
+FAST_BURN = 20
+
+
+def _budget_problems(objective: float, allowed: float) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if objective >= 1:
+        found.append(("objective", (
+            "objective 1 leaves no error budget: any failure would burn it infinitely "
+            "fast (use for example 0.999)")))
+    elif FAST_BURN * (1 - objective) >= 1:
+        budget = 1 - objective
+        found.append(("objective", (
+            f"objective {objective:g} leaves an error budget of {budget:.4g} of runs: "
+            f"the fast-burn page needs more than {FAST_BURN} x {budget:.4g} = "
+            f"{FAST_BURN * budget:.4g} of all runs failing, so it could never fire "
+            f"(use an objective above {1 - 1 / FAST_BURN:g})")))
+    if allowed <= 0:
+        found.append(("allowed_failure_ratio", (
+            "allowed_failure_ratio 0 leaves no room: a single failure would make the "
+            "probe confidently failing (use for example 0.01)")))
+    elif allowed >= 1:
+        found.append(("allowed_failure_ratio", (
+            f"allowed_failure_ratio {allowed:g} allows every run to fail: the probe "
+            "could never fail the verdict")))
+    return found
 
 
 class TLSOptions(Strict):

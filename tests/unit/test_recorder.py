@@ -140,3 +140,17 @@ def test_registration_creates_histogram_series_at_zero() -> None:
                      kind="http", phase=phase) == 0
     assert value(registry, "monitor_http_responses_total", probe="web", kind="http",
                  code="503", origin="unclassified") == 0
+
+
+def test_consecutive_failures_count_since_the_last_success_and_objective_is_exported() -> None:
+    """The streak the down page reads grows with each failed run and returns to 0
+    on a success; the probe's objective is a gauge from registration."""
+    _, _, recorder, registry = setup()
+    labels = {"probe": "web", "kind": "http"}
+    assert value(registry, "monitor_probe_objective_ratio", **labels) == 0.99
+    assert value(registry, "monitor_probe_consecutive_failures", **labels) == 0
+    for expected in (1, 2, 3):
+        recorder.record(RunContext("web", "http").failure("timeout", "no answer"))
+        assert value(registry, "monitor_probe_consecutive_failures", **labels) == expected
+    recorder.record(RunContext("web", "http").success())
+    assert value(registry, "monitor_probe_consecutive_failures", **labels) == 0
