@@ -163,6 +163,39 @@ def overview() -> Any:
                     unit="percentunit", width=18, height=6)
               .thresholds(thresholds((None, "red"), (0.95, "orange"), (0.99, "green")))
               .min(0).max(1))
+    burning = (
+        "(probe:monitor_probe_failed_runs:burning or probe:monitor_http_errors:burning"
+        f" or max by (job, vantage, probe) (monitor_probe_consecutive_failures{{{S}}}) >= 4)")
+    failing_layers = (panel(stat.Panel, "Layers failing now (what pages)",
+                            "Probes of each layer whose failures page now: the last 4 runs "
+                            "failed, or failed runs or 5xx/429 burn the error budget "
+                            "(MonitorProbeDown, MonitorProbeFailing, "
+                            "MonitorHTTPErrorRatioHigh; levels 1 and 2).",
+                            [query(f"count by (layer) ({burning}\n"
+                                   "  * on (job, vantage, probe) group_left (layer) "
+                                   f"probe:monitor_probe_pages:info{{{S}}})\n"
+                                   "or 0 * count by (layer) "
+                                   f"(probe:monitor_probe_pages:info{{{S}}})",
+                                   "{{layer}}", instant=True)],
+                            unit="short", width=24, height=5)
+                      .thresholds(thresholds((None, "green"), (1, "red"))))
+    run_burn = (ts(
+        "Failed runs: burn rate",
+        "What MonitorProbeFailing reads: the failed share of runs over 2m and 30m divided "
+        "by the error budget. It pages at 20x over 2m (at least 5 failed runs) or 3x over "
+        "30m (at least 12).",
+        query(f"probe:monitor_probe_failed_runs:burn_rate2m{{{S}}}", "{{vantage}} {{probe}} 2m"),
+        query(f"probe:monitor_probe_failed_runs:burn_rate30m{{{S}}}",
+              "{{vantage}} {{probe}} 30m", "B"),
+        unit="short")
+        .thresholds(thresholds((None, "green"), (3, "orange"), (20, "red"))))
+    streak = (ts(
+        "Consecutive failed runs",
+        "Failed runs since the last success: MonitorProbeDown pages at 4.",
+        query(f"max by (vantage, probe) (monitor_probe_consecutive_failures{{{S}}})",
+              "{{vantage}} {{probe}}"),
+        unit="short")
+        .thresholds(thresholds((None, "green"), (4, "red"))))
     success = (panel(statetimeline.Panel, "Probe success (last run)",
                      "1 when the probe's last run succeeded.",
                      [query(f"max by (vantage, probe) (monitor_probe_success{{{S}}})",
@@ -178,16 +211,15 @@ def overview() -> Any:
               "{{probe}} {{code}} {{origin}}"),
         unit="percentunit", stack=True)
     page_ratio = (ts(
-        "5xx/429 ratio (5m): the page",
-        "The ratio MonitorHTTPErrorRatioHigh pages on (above 10 % for 5m with at least "
-        "20 responses in the window).",
-        query(f"probe:monitor_http_errors:ratio_rate5m{{{S}}}", "{{vantage}} {{probe}}"),
-        query(f"probe:monitor_http_responses:increase5m{{{S}}}", "{{probe}} responses/5m", "B"),
-        unit="percentunit")
-        .override_by_regexp(".*responses/5m", [
-            model.DynamicConfigValue(id_val="unit", value="short"),
-            model.DynamicConfigValue(id_val="custom.axisPlacement", value="right")])
-        .thresholds(thresholds((None, "green"), (0.1, "red"))))
+        "5xx/429 burn rate: the page",
+        "What MonitorHTTPErrorRatioHigh reads: the 5xx/429 share over 2m and 30m divided "
+        "by the probe's error budget (1 - objective). It pages at 20x over 2m (with at "
+        "least 5 errors) or 3x over 30m (at least 12).",
+        query(f"probe:monitor_http_errors:burn_rate2m{{{S}}}", "{{vantage}} {{probe}} 2m"),
+        query(f"probe:monitor_http_errors:burn_rate30m{{{S}}}", "{{vantage}} {{probe}} 30m",
+              "B"),
+        unit="short")
+        .thresholds(thresholds((None, "green"), (3, "orange"), (20, "red"))))
     responses = ts(
         "HTTP responses by code",
         "Responses per second every http, lb and journey probe got, by status code.",
@@ -238,6 +270,7 @@ def overview() -> Any:
     return board("monitor-overview", "monitor / overview",
                  "Is it up, which layer fails, and with which codes.", [
                      ("Status", [verdict, layers, success]),
+                     ("Pages", [failing_layers, run_burn, streak]),
                      ("HTTP errors", [errors_by_code, page_ratio, responses, reasons]),
                      ("Latency", [duration, phases]),
                      ("Edge", [cert, lb_backends, lb_addresses]),

@@ -1,12 +1,13 @@
 """Real Prometheus and Alertmanager on 127.0.0.1 for end-to-end tests.
 
 - :func:`prometheus` runs Debian's ``prometheus`` with the repository's
-  rules, shortened by :mod:`tests.e2e.shortwindows` (the only change),
-  scraping and evaluating every 250 ms.
+  rules as shipped, scraping and evaluating every 15 s (the reference
+  settings of docs/alerting.md) unless told otherwise.
 - :func:`alertmanager` runs ``prometheus-alertmanager`` with the shipped
-  ``config/prometheus/alertmanager.yml``: same routes and inhibitions, only
-  the receivers' URLs point at the test's webhook and the grouping timers
-  are short (``alertmanager_test_config``).
+  ``config/prometheus/alertmanager.yml``: same routes, timers and
+  inhibitions, only the receivers' URLs point at the test's webhook
+  (``alertmanager_test_config``; ``fast=True`` also shortens the grouping
+  timers, for tests of routing alone).
 - :class:`Webhook` is the receiver: an aiohttp app that queues every
   notification Alertmanager posts, by receiver name.
 
@@ -31,14 +32,13 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from tests.e2e.shortwindows import write_short_rules
-
 ROOT = Path(__file__).resolve().parents[2]
 ALERTMANAGER_YML = ROOT / "config" / "prometheus" / "alertmanager.yml"
+RULE_FILES = sorted((ROOT / "config" / "prometheus" / "rules").glob("*.yml"))
 PROMETHEUS_BIN = "prometheus"
 ALERTMANAGER_BIN = "prometheus-alertmanager"
-# Scrape and rule evaluation interval of the test Prometheus.
-TICK = "250ms"
+# Scrape and rule evaluation interval: the reference settings.
+TICK = "15s"
 
 
 def missing_binaries() -> str | None:
@@ -103,11 +103,11 @@ async def wait_ready(proc: Process, seconds: float = 30.0) -> None:
 
 # -- Prometheus ---------------------------------------------------------------
 def prometheus_config(target: str, alertmanager: str, rule_files: list[Path],
-                      vantage: str) -> dict[str, Any]:
+                      vantage: str, tick: str = TICK) -> dict[str, Any]:
     """The test scrape config: job "monitor" as in config/prometheus/prometheus.yml."""
     return {
-        "global": {"scrape_interval": TICK, "evaluation_interval": TICK,
-                   "scrape_timeout": TICK},
+        "global": {"scrape_interval": tick, "evaluation_interval": tick,
+                   "scrape_timeout": "10s"},
         "rule_files": [str(p) for p in rule_files],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
         "scrape_configs": [{
@@ -121,17 +121,13 @@ def prometheus_config(target: str, alertmanager: str, rule_files: list[Path],
 @contextlib.asynccontextmanager
 async def prometheus(tmp: Path, target: str, alertmanager: str,
                      vantage: str) -> AsyncIterator[Process]:
-    rules_dir = tmp / "rules"
-    rules_dir.mkdir(parents=True, exist_ok=True)
-    rule_files = write_short_rules(rules_dir)
+    tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(target, alertmanager, rule_files,
+    config.write_text(yaml.safe_dump(prometheus_config(target, alertmanager, RULE_FILES,
                                                        vantage)))
     port = free_port()
     args = [PROMETHEUS_BIN, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            # Resend firing alerts often; the first notification is immediate anyway.
-            "--rules.alert.resend-delay=1s", "--log.level=warn"]
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
     with spawn("prometheus", args, tmp / "prometheus.log", f"http://127.0.0.1:{port}") as proc:
         await wait_ready(proc)
         yield proc
@@ -160,24 +156,26 @@ async def wait_for_query(session: aiohttp.ClientSession, prom: Process, expr: st
 
 
 # -- Alertmanager -------------------------------------------------------------
-def alertmanager_test_config(webhook: str) -> dict[str, Any]:
-    """The shipped alertmanager.yml with the receivers pointed at ``webhook`` and
-    short grouping timers; routes and inhibitions unchanged."""
+def alertmanager_test_config(webhook: str, *, fast: bool = False) -> dict[str, Any]:
+    """The shipped alertmanager.yml with the receivers pointed at ``webhook``;
+    routes, inhibitions and (unless ``fast``) grouping timers unchanged."""
     config = yaml.safe_load(ALERTMANAGER_YML.read_text())
     for receiver in config["receivers"]:
         receiver["webhook_configs"] = [
             {"url": f"{webhook}/{receiver['name']}", "send_resolved": True}]
-    routes = [config["route"], *config["route"].get("routes", [])]
-    for route in routes:
-        route.update({"group_wait": "0s", "group_interval": "100ms", "repeat_interval": "1h"})
+    if fast:
+        for route in [config["route"], *config["route"].get("routes", [])]:
+            route.update({"group_wait": "0s", "group_interval": "100ms",
+                          "repeat_interval": "1h"})
     return dict(config)
 
 
 @contextlib.asynccontextmanager
-async def alertmanager(tmp: Path, webhook: str) -> AsyncIterator[Process]:
+async def alertmanager(tmp: Path, webhook: str, *, fast: bool = False
+                       ) -> AsyncIterator[Process]:
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "alertmanager.yml"
-    config.write_text(yaml.safe_dump(alertmanager_test_config(webhook)))
+    config.write_text(yaml.safe_dump(alertmanager_test_config(webhook, fast=fast)))
     port = free_port()
     args = [ALERTMANAGER_BIN, f"--config.file={config}", f"--storage.path={tmp / 'am'}",
             f"--web.listen-address=127.0.0.1:{port}",

@@ -18,14 +18,6 @@ import pytest
 import yaml
 
 from monitor.metrics import sample_names
-from tests.e2e.shortwindows import (
-    SHORT,
-    UncoveredDuration,
-    durations_in,
-    seconds,
-    shorten,
-    write_short_rules,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "config" / "prometheus"
@@ -37,6 +29,11 @@ needs_promtool = pytest.mark.skipif(
 needs_amtool = pytest.mark.skipif(
     shutil.which("amtool") is None,
     reason="needs amtool (apt-get install prometheus-alertmanager)")
+
+
+def seconds(duration: str) -> float:
+    number, unit = float(duration[:-1]), duration[-1]
+    return number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -99,7 +96,7 @@ def test_amtool_check_config_accepts_the_alertmanager_example() -> None:
     """The example alertmanager.yml is valid and has its inhibitions."""
     result = run("amtool", "check-config", "alertmanager.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 inhibit rules" in result.stdout
+    assert "3 inhibit rules" in result.stdout
 
 
 ROUTES = [
@@ -167,32 +164,75 @@ def test_rules_never_aggregate_by_instance(rule: dict[str, Any]) -> None:
     clauses = re.findall(r"\bby\s*\(([^)]*)\)", rule["expr"])
     assert all("instance" not in clause for clause in clauses)
     if "alert" in rule and "probe" in rule["expr"]:
-        # an alert about probes is grouped by probe (and keeps no instance label)
-        assert any("probe" in clause for clause in clauses)
+        # an alert about probes is grouped by probe (and keeps no instance
+        # label), in its own clauses or in the probe-level series it reads
+        assert any("probe" in clause for clause in clauses) or re.search(
+            r"\bprobe(_\w+)?:monitor_", rule["expr"])
 
 
-SYMPTOM_PAGES = ("MonitorHTTPErrorRatioHigh", "MonitorJourneyFailing")
+# Pages about a probe, and the load-test suppression each one uses.
+PROBE_PAGES = {
+    "MonitorProbeDown": "service:monitor_load_active:max5m",
+    "MonitorProbeFailing": "service:monitor_load_active:max35m",
+    "MonitorHTTPErrorRatioHigh": "service:monitor_load_active:max35m",
+}
 
 
-@pytest.mark.parametrize("name", SYMPTOM_PAGES)
-def test_symptom_pages_are_suppressed_during_own_load(name: str) -> None:
-    """Symptom pages drop services with an own load test in the look-back."""
+def test_every_page_about_a_probe_is_listed() -> None:
+    """A new probe page must say how our own load tests are kept out of it."""
+    pages = {r["alert"] for r in alerts() if r["labels"]["severity"] == "page"
+             and "probe" in r["expr"] and "monitor_tls" not in r["expr"]
+             and "monitor_probe_last_run" not in r["expr"]}
+    assert pages == set(PROBE_PAGES)
+
+
+@pytest.mark.parametrize(("name", "suppression"), PROBE_PAGES.items())
+def test_probe_pages_are_suppressed_during_own_load(name: str, suppression: str) -> None:
+    """Probe pages drop services with an own load test in the look-back."""
     rule = next(r for r in alerts() if r["alert"] == name)
-    assert "unless on (service) service:monitor_load_active:max15m" in rule["expr"]
+    assert f"unless on (service) {suppression}" in rule["expr"]
 
 
-def test_load_lookback_is_longer_than_every_page_window_plus_for() -> None:
-    """The suppression outlasts the errors a load test leaves in any page's window."""
-    load = next(r for r in all_rules() if r.get("record") == "service:monitor_load_active:max15m")
+def _windows_read(expr: str, seen: frozenset[str] = frozenset()) -> set[float]:
+    """Every range an expression reads, through the recorded series it uses."""
+    windows = {seconds(w) for w in re.findall(r"\[(\d+[smhd])\]", expr)}
+    for rule in all_rules():
+        name = rule.get("record")
+        if name and name not in seen and re.search(rf"\b{re.escape(name)}\b", expr) \
+                and not name.startswith("service:monitor_load_active"):
+            windows |= _windows_read(rule["expr"], seen | {name})
+    return windows
+
+
+@pytest.mark.parametrize(("name", "suppression"), PROBE_PAGES.items())
+def test_load_lookback_outlasts_every_window_the_page_reads(name: str, suppression: str) -> None:
+    """Errors a load test leaves in any window a page reads (its recorded
+    series included) are gone before the suppression ends."""
+    load = next(r for r in all_rules() if r.get("record") == suppression)
     (lookback,) = re.findall(r"\[(\d+[smhd])\]", load["expr"])
-    for rule in alerts():
-        if rule["alert"] in SYMPTOM_PAGES:
-            text = rule["expr"] + " ".join(
-                r["expr"] for r in all_rules()
-                if "record" in r and r["record"] != load["record"]
-                and r["record"] in rule["expr"])
-            window = max(seconds(w) for w in re.findall(r"\[(\d+[smhd])\]", text))
-            assert seconds(lookback) > window + seconds(rule["for"]), rule["alert"]
+    rule = next(r for r in alerts() if r["alert"] == name)
+    longest = max(_windows_read(rule["expr"]))
+    assert seconds(lookback) > longest + seconds(rule.get("for", "0s"))
+
+
+def _constants(path: Path, stream: str) -> list[str]:
+    """The numbers of a stream's burn-rate rules, in order (without the
+    responses' own two-run guard)."""
+    text = "\n".join(r["expr"] for g in load(path)["groups"] for r in g["rules"]
+                     if r.get("record", "").startswith(stream)
+                     and r["record"].split(":")[-1] in ("burning", "hold_seconds", "gap_seconds"))
+    text = re.sub(r"and on \(job, vantage, probe\)\s+changes\([^)]*\[\w+\]\) > 1", "", text)
+    return re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", text)
+
+
+def test_failed_run_and_response_rules_burn_alike() -> None:
+    """The failed-run (probes.yml) and 5xx (http.yml) rules share every
+    window, burn rate, guard and hold; only the responses' two-run guard
+    (changes() > 1) is theirs alone."""
+    runs = _constants(PROM / "rules" / "probes.yml", "probe:monitor_probe_failed_runs")
+    responses = _constants(PROM / "rules" / "http.yml", "probe:monitor_http_errors")
+    assert runs
+    assert responses == runs
 
 
 def _test_expectations() -> dict[str, set[str]]:
@@ -210,47 +250,3 @@ def _test_expectations() -> dict[str, set[str]]:
 def test_every_alert_is_tested_firing_and_silent(rule: dict[str, Any]) -> None:
     """Each alert has a promtool case where it fires and one where it must not."""
     assert _test_expectations().get(rule["alert"]) == {"fires", "silent"}
-
-
-# -- the short-window substitution of the e2e test ---------------------------
-@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
-def test_short_windows_cover_every_duration_of_the_rules(path: Path) -> None:
-    """Every range selector and `for` of the shipped rules has an entry in SHORT."""
-    rules = load(path)
-    assert durations_in(rules) <= set(SHORT)
-    short = shorten(rules)
-    assert durations_in(short) <= set(SHORT.values())
-
-
-def test_short_windows_keep_the_order_of_durations() -> None:
-    """Shortening keeps every relation between windows and `for` (a monotonic map)."""
-    ordered = sorted(SHORT, key=seconds)
-    assert [seconds(SHORT[d]) for d in ordered] == sorted(seconds(SHORT[d]) for d in ordered)
-    assert len({seconds(v) for v in SHORT.values()}) == len(SHORT)
-
-
-def test_short_windows_reject_a_duration_missing_from_the_table() -> None:
-    """A new window in a rule fails loudly instead of staying long in the e2e test."""
-    rules = {"groups": [{"name": "g", "rules": [
-        {"alert": "A", "expr": "rate(x[7m]) > 0", "for": "5m"}]}]}
-    with pytest.raises(UncoveredDuration, match="7m"):
-        shorten(rules)
-
-
-def test_short_windows_change_only_durations() -> None:
-    """Thresholds, guards, labels and annotation text stay as shipped."""
-    for path in RULE_FILES:
-        original, short = load(path), shorten(load(path))
-        for group, new_group in zip(original["groups"], short["groups"], strict=True):
-            for rule, new in zip(group["rules"], new_group["rules"], strict=True):
-                assert re.sub(r"\[\d+[smhd]\]", "[]", rule["expr"]) == \
-                    re.sub(r"\[\d+[smhd]\]", "[]", new["expr"])
-                assert rule.get("labels") == new.get("labels")
-
-
-@needs_promtool
-def test_short_rules_pass_promtool_check(tmp_path: Path) -> None:
-    """The shortened rule files are valid rules too."""
-    written = write_short_rules(tmp_path)
-    result = run("promtool", "check", "rules", *written)
-    assert result.returncode == 0, result.stdout + result.stderr
