@@ -17,8 +17,8 @@ The analysis (pages per probe-year; failures independent with probability p,
 N runs a year, n runs in a window's sampled span):
 
     MonitorProbeDown     a streak of 4 starting: N (1 - p) p^4
-    fast burn (2m)       a failure completing 5 within the 105 s a 2m
-                         window samples: N p P(Binom(n2 - 1, p) >= 4)
+    fast burn (2m)       a failure completing 5 within a 2m window:
+                         N p P(Binom(n2 - 1, p) >= 4)
     slow burn (30m)      the same for 12 within 30m: N p P(Binom(n30 - 1, p) >= 11)
     lb responses         5xx are 1 % of 10 per run: the 20x (20 %) and 3x
                          (3 %) burns need 23 and 51 errors; negligible
@@ -122,7 +122,9 @@ def predicted(case: Case) -> float:
     else:  # lb: failed runs on responses are judged by the response rules only
         rate = probe.requests / (probe.interval * (1 + probe.jitter / 2))
         down = 0.0
-    n2, n30 = int(105 * rate), int(1785 * rate)
+    # The long runs scrape at offset 0 (promtool's grid): a window [t-2m, t]
+    # then holds 2m of samples and counts without extrapolation.
+    n2, n30 = round(120 * rate), round(1800 * rate)
     # A page needs at least 5 (12) bad events and 20x (3x) the 1 % budget.
     need2 = max(5, math.ceil(0.20 * n2))
     need30 = max(12, math.ceil(0.03 * n30))

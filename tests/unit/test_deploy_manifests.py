@@ -195,7 +195,8 @@ def _source_groups() -> list[dict[str, Any]]:
 
 
 def test_prometheusrule_is_not_stale() -> None:
-    """The committed PrometheusRule is what the generator makes from the rule files now."""
+    """The committed PrometheusRule and Cloud Run rule file are what the generator
+    makes from the rule files now."""
     out = subprocess.run([sys.executable, str(GENERATOR), "--check"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr
@@ -232,7 +233,7 @@ def test_generator_refuses_duplicate_group_names(tmp_path: Path) -> None:
         )
     out = subprocess.run(
         [sys.executable, str(GENERATOR), "--check", "--rules", str(tmp_path),
-         "--out", str(tmp_path / "out.yaml")],
+         "--out", str(tmp_path / "out.yaml"), "--cloudrun-out", str(tmp_path / "cr.yml")],
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 2
@@ -244,7 +245,8 @@ def test_generator_skips_promtool_test_files(tmp_path: Path) -> None:
     (tmp_path / "r.yml").write_text("groups:\n  - name: g\n    rules: []\n")
     (tmp_path / "r.test.yml").write_text("rule_files: [r.yml]\ntests: []\n")
     out = tmp_path / "out.yaml"
-    subprocess.run([sys.executable, str(GENERATOR), "--rules", str(tmp_path), "--out", str(out)],
+    subprocess.run([sys.executable, str(GENERATOR), "--rules", str(tmp_path), "--out", str(out),
+                    "--cloudrun-out", str(tmp_path / "cr.yml")],
                    capture_output=True, text=True, timeout=60, check=True)
     assert [g["name"] for g in load(out)["spec"]["groups"]] == ["g"]
 
@@ -311,7 +313,7 @@ def test_cloudrun_service_containers() -> None:
     deps = json.loads(
         svc["spec"]["template"]["metadata"]["annotations"]["run.googleapis.com/container-dependencies"]
     )
-    assert deps == {"collector": ["monitor"]}
+    assert deps == {"collector": ["monitor"], "rules": ["monitor", "alertmanager"]}
     # Config: MONITOR_CONFIG = mountPath / the secret item's path.
     env = {e["name"]: e for e in daemon["env"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
@@ -327,6 +329,86 @@ def test_cloudrun_service_containers() -> None:
     assert run_monitoring["kind"] == "RunMonitoring"
     assert run_monitoring["metadata"]["name"] == "monitor"  # the `job` label
     assert [e["port"] for e in run_monitoring["spec"]["endpoints"]] == [str(port)]
+
+
+def test_cloudrun_rules_sidecar_evaluates_the_shipped_rules_at_the_reference_settings(
+        ) -> None:
+    """The rules sidecar scrapes the daemon's port as job monitor every 15s with the
+    daemon's vantage, evaluates the generated bundle (every shipped group) every
+    15s, and alerts the Alertmanager sidecar; the collector scrapes every 15s too."""
+    svc = render(CLOUDRUN / "service.yaml")
+    spec = svc["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in spec["containers"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    port = containers["monitor"]["ports"][0]["containerPort"]
+    config = load(CLOUDRUN / "prometheus.yml")
+    assert config["global"]["scrape_interval"] == config["global"]["evaluation_interval"] == "15s"
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "monitor" and job["honor_labels"] is True
+    (target,) = job["static_configs"]
+    assert target["targets"] == [f"localhost:{port}"]
+    example = parse_example((CLOUDRUN / "monitor.yaml").read_text(),
+                            {"DB_PASSWORD": "example-secret"})
+    assert target["labels"]["vantage"] == example.global_.labels["vantage"]
+    run_monitoring = load(CLOUDRUN / "collector.yaml")
+    assert [e["interval"] for e in run_monitoring["spec"]["endpoints"]] == ["15s"]
+
+    def mounted(container: str, volume: str) -> Path:
+        mount = next(m for m in containers[container]["volumeMounts"] if m["name"] == volume)
+        item = volumes[volume]["secret"]["items"][0]["path"]
+        return Path(mount["mountPath"]) / item
+
+    args = containers["rules"]["args"]
+    assert f"--config.file={mounted('rules', 'rules-config')}" in args
+    assert config["rule_files"] == [str(mounted("rules", "rules"))]
+    assert load(CLOUDRUN / "rules.yml")["groups"] == _source_groups()
+    am_args = containers["alertmanager"]["args"]
+    listen = next(a.split("=", 1)[1] for a in am_args if a.startswith("--web.listen-address="))
+    am_targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert am_targets == [listen.replace("127.0.0.1", "localhost")]
+    assert f"--config.file={mounted('alertmanager', 'alertmanager-config')}" in am_args
+    assert "--cluster.listen-address=" in am_args
+    # The rules' longest window is 6h: the in-memory TSDB keeps more than that.
+    assert "--storage.tsdb.retention.time=7h" in args
+    assert all("ports" not in containers[n] for n in ("rules", "alertmanager"))
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_cloudrun_rules_sidecar_config_passes_promtool(tmp_path: Path) -> None:
+    """promtool accepts the sidecar's prometheus.yml with the bundle where it is mounted."""
+    config = load(CLOUDRUN / "prometheus.yml")
+    config["rule_files"] = [str(CLOUDRUN / "rules.yml")]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    out = subprocess.run(["promtool", "check", "config", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_cloudrun_daemon_absent_policy_mirrors_the_absent_rule(tmp_path: Path) -> None:
+    """The Cloud Monitoring alerting policy (PromQL condition, fields of the
+    AlertPolicy REST resource) pages when the daemon writes nothing, for the
+    vantage of monitor.yaml; its query is valid PromQL."""
+    policy = json.loads((CLOUDRUN / "daemon-absent-policy.json").read_text())
+    assert set(policy) <= {"displayName", "documentation", "combiner", "conditions",
+                           "alertStrategy", "severity", "notificationChannels"}
+    (condition,) = policy["conditions"]
+    promql = condition["conditionPrometheusQueryLanguage"]
+    assert set(promql) <= {"query", "duration", "evaluationInterval", "labels", "ruleGroup",
+                           "alertRule", "disableMetricValidation"}
+    assert promql["labels"]["severity"] == "page"
+    assert promql["alertRule"] == "MonitorDaemonAbsent"
+    example = parse_example((CLOUDRUN / "monitor.yaml").read_text(),
+                            {"DB_PASSWORD": "example-secret"})
+    assert f'vantage="{example.global_.labels["vantage"]}"' in promql["query"]
+    assert "monitor_build_info" in promql["query"]
+    if shutil.which("promtool") is not None:
+        rule = tmp_path / "policy.yml"
+        rule.write_text(yaml.safe_dump({"groups": [{"name": "policy", "rules": [
+            {"alert": "MonitorDaemonAbsent", "expr": promql["query"]}]}]}))
+        out = subprocess.run(["promtool", "check", "rules", str(rule)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_cloudrun_job_is_a_gate_without_retries() -> None:
