@@ -374,10 +374,12 @@ def count_pages(scraped: Iterable[Scraped], *, until: float, scrape_interval: in
         return f"sum by ({by}) (sum_over_time(({now} unless on ({by}) {before}){window}))"
 
     output = _promtool(rule_files, evaluation_interval, scrape_interval, series,
-                       [(rising("probe"), end), (rising("alertname"), end)])
-    per_probe, per_alert = _got(output, keyed_by=("probe",)), _got(output, keyed_by=("alertname",))
-    return PageCount({key[0]: int(value) for key, value in per_probe[0]},
-                     {key[0]: int(value) for key, value in per_alert[1]})
+                       [(rising("probe"), end), (rising("alertname, probe"), end)])
+    per_alert: dict[str, int] = {}
+    for (name, _), value in _got(output, keyed_by=("alertname", "probe"))[1]:
+        per_alert[name] = per_alert.get(name, 0) + int(value)
+    return PageCount({key[0]: int(value) for key, value in _got(output, keyed_by=("probe",))[0]},
+                     per_alert)
 
 
 # -- Alertmanager -----------------------------------------------------------------
