@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from monitor.config.common import query_values
 from monitor.config.models import PROBE_ADAPTER, Config, GlobalConfig, ServerConfig
 from monitor.config.yamlload import YamlLimit, load_yaml
 
@@ -299,4 +300,25 @@ def _secret_values(probe: Any) -> set[str]:
     values = {s.get_secret_value() for s in _walk_secrets(probe)}
     # A header value is only secret in part ("Bearer abc"): keep the token too.
     values |= {part for v in values for part in v.split() if len(part) >= 8}
+    # Query values are masked where URLs are shown; by value too, wherever
+    # else they turn up (an error quoting the URL, a body echoing it).
+    public = getattr(probe, "public_query", ())
+    for url in _walk_urls(probe):
+        values |= {v for v in query_values(url, public) if "${" not in v}
     return values
+
+
+def _walk_urls(value: Any) -> list[str]:
+    """Every ``url`` field of a probe config (journey steps included)."""
+    if isinstance(value, BaseModel):
+        found: list[str] = []
+        for field in type(value).model_fields:
+            item = getattr(value, field)
+            if field == "url" and isinstance(item, str):
+                found.append(item)
+            elif isinstance(item, BaseModel | tuple | list):
+                found += _walk_urls(item)
+        return found
+    if isinstance(value, list | tuple):
+        return [url for item in value for url in _walk_urls(item)]
+    return []
