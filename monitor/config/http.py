@@ -37,6 +37,8 @@ def check_url(value: str, schemes: tuple[str, ...], *, templated: bool = False) 
         parts = urlsplit(value)
         port = None if templated and "${" in parts.netloc else parts.port
     except ValueError as exc:  # a bad IPv6 literal, a port out of range or not a number
+        if "Port" in str(exc):
+            raise ValueError(f"the port in {shown} is not a number in 1-65535") from None
         raise ValueError(f"invalid URL {shown}: {exc}") from None
     wanted = " or ".join(f"{s}://" for s in schemes)
     if parts.scheme not in schemes or not (parts.hostname or (templated and parts.netloc)):

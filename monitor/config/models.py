@@ -7,7 +7,7 @@ import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
 from monitor.config.burst import BurstProbeConfig
 from monitor.config.common import Strict
@@ -74,6 +74,8 @@ class ServerTLS(Strict):
             self.context()
         except (ssl.SSLError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+            if "PEM lib" in str(exc):  # OpenSSL says no more than this
+                reason = "not a PEM certificate and its unencrypted PEM private key"
             raise ValueError(f"cannot use cert_file {str(self.cert_file)!r} with key_file "
                              f"{str(self.key_file)!r}: {reason}") from None
         return self
@@ -103,11 +105,11 @@ def _check_user(user: str, hashed: str) -> str | None:
         return f"user name {shorten(user)} must be non-empty, without ':' or control characters"
     match = _BCRYPT.fullmatch(hashed)
     if match is None:
-        return (f"basic_auth_users.{user} must be a bcrypt hash ($2b$10$ and 53 characters, "
+        return (f"{shorten(user)}: not a bcrypt hash ($2b$, the cost, $ and 53 characters, "
                 "as `htpasswd -nbBC 10 USER PASSWORD` prints)")
     cost = int(match[1])
     if not MIN_BCRYPT_COST <= cost <= MAX_BCRYPT_COST:
-        return (f"basic_auth_users.{user}: bcrypt cost {cost} is outside "
+        return (f"{shorten(user)}: bcrypt cost {cost} is outside "
                 f"{MIN_BCRYPT_COST}-{MAX_BCRYPT_COST} (every uncached login waits for it)")
     return None
 
@@ -121,17 +123,23 @@ class ServerConfig(Strict):
     # so probes keep the rest); past it the one idle longest is closed.
     max_connections: Annotated[int, Field(ge=1, le=65536)] = 128
 
-    @model_validator(mode="after")
-    def _check(self) -> ServerConfig:
-        _, sep, port = self.listen.rpartition(":")
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        _, sep, port = listen.rpartition(":")
         if (not sep or not port.isascii() or not port.isdigit() or len(port) > 5
                 or not 0 <= int(port) < 65536):
-            raise ValueError(f"listen must be host:port, got {shorten(self.listen)}")
-        problems = [p for user, hashed in self.basic_auth_users.items()
+            raise ValueError(f"listen must be host:port, got {shorten(listen)}")
+        return listen
+
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _users(cls, users: dict[str, str]) -> dict[str, str]:
+        problems = [p for user, hashed in users.items()
                     if (p := _check_user(user, hashed)) is not None]
         if problems:
             raise ValueError("; ".join(problems))
-        return self
+        return users
 
 
 class Config(Strict):
