@@ -63,6 +63,8 @@ SHUTDOWN_GRACE = 0.5
 FDS_PER_CONNECTION_SLOT = 8
 MIN_CONNECTIONS = 8
 SWEEP_SECONDS = 1.0
+# Bytes kept for a connection in its TLS hand-over (a request head's worth).
+EARLY_BYTES = 64 * 1024
 # A refused connection is drained this long after its 503; at most this many at once.
 REFUSAL_LINGER = 1.0
 MAX_LINGERING = 64
@@ -110,6 +112,9 @@ class _Accepted(asyncio.Protocol):
         self.gate = gate
         self.connection: _Connection | None = None
         self.refused = False  # refused: what arrives is dropped
+        # Bytes that came before the hand-over: TLS delivers the first request
+        # as soon as the handshake ends, before start_tls() returns to us.
+        self.early = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -118,6 +123,8 @@ class _Accepted(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.connection is not None and self.connection.handler is not None:
             self.connection.handler.data_received(data)
+        elif not self.refused and len(self.early) < EARLY_BYTES:
+            self.early += data
 
     def eof_received(self) -> bool | None:
         if self.connection is not None and self.connection.handler is not None:
@@ -183,7 +190,7 @@ class Gate:
         protocol.connection = connection
         self._connections[connection] = None
         if self._ssl is None:
-            self._hand_over(connection, transport)
+            self._hand_over(protocol, connection, transport)
             return
         transport.pause_reading()  # the ClientHello waits for start_tls
         task = loop.create_task(self._handshake(protocol, connection))
@@ -240,15 +247,19 @@ class Gate:
             connection.transport.abort()
             return
         assert isinstance(secure, asyncio.Transport)
-        self._hand_over(connection, secure)
+        self._hand_over(protocol, connection, secure)
 
-    def _hand_over(self, connection: _Connection, transport: asyncio.Transport) -> None:
+    def _hand_over(self, protocol: _Accepted, connection: _Connection,
+                   transport: asyncio.Transport) -> None:
         assert self.server is not None, "Gate.server is set before serving"
         handler = self.server()
         connection.handler = handler
         connection.since = asyncio.get_running_loop().time()
         self._by_handler[handler] = connection
         handler.connection_made(transport)
+        if protocol.early:
+            early, protocol.early = bytes(protocol.early), bytearray()
+            handler.data_received(early)
 
     def _forget(self, connection: _Connection) -> None:
         self._connections.pop(connection, None)
@@ -343,13 +354,18 @@ class GatedSite(web.BaseSite):
 
 async def start_server(app: web.Application, host: str, port: int, *,
                        ssl_context: ssl.SSLContext | None, max_connections: int,
+                       header_timeout: float = HEADER_TIMEOUT,
+                       request_timeout: float = REQUEST_TIMEOUT,
                        ) -> tuple[web.AppRunner, GatedSite]:
-    """Serve ``app`` on host:port through a :class:`Gate`; the caller cleans the runner up."""
+    """Serve ``app`` on host:port through a :class:`Gate`; the caller cleans the runner up.
+
+    The timeouts are the module's constants; tests shorten them."""
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE,
-        keepalive_timeout=HEADER_TIMEOUT, lingering_time=0, logger=QuietServerLog(),
+        keepalive_timeout=header_timeout, lingering_time=0, logger=QuietServerLog(),
     )
-    gate = Gate(max_connections=max_connections, ssl_context=ssl_context)
+    gate = Gate(max_connections=max_connections, ssl_context=ssl_context,
+                request_timeout=request_timeout, handshake_timeout=header_timeout)
     app.middlewares.insert(0, gate.middleware)  # before the runner freezes the app
     await runner.setup()
     gate.server = runner.server
