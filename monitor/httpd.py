@@ -86,10 +86,12 @@ def connection_cap(configured: int, fd_limit: int | None = None) -> int:
 def raise_fd_limit() -> int:
     """Raise the soft file-descriptor limit to the hard one (as Go programs do); return it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
+    # Linux refuses an unlimited soft limit for files; 2^20 is its default ceiling.
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
         except (ValueError, OSError):
             pass
     return soft
