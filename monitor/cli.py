@@ -137,7 +137,12 @@ async def serve(path: Path, config: Config, redactor: Redactor,
     except OSError as error:
         log.error("cannot listen", address=f"{host}:{port}", error=str(error))
         return 1
-    await daemon.start()
+    try:
+        await daemon.start()
+    except ConfigError as error:  # validated, yet a probe could not be built: say so
+        log.error("cannot start the probes", problems=error.problems)
+        await runner.cleanup()
+        return EXIT_CONFIG
     log.info("serving", address=f"{host}:{site.port}", tls=config.server.tls is not None,
              max_connections=max_connections)
 

@@ -234,7 +234,8 @@ def _build_tls(probe_config: Any) -> None:
     """Build the probe's client TLS contexts now (they are cached for its runs):
     a CA file that went bad since validation fails the reload, not every run."""
     options = [getattr(probe_config, "tls", None)]
-    options += [getattr(step.action, "tls", None) for step in getattr(probe_config, "steps", ())]
+    if probe_config.kind == "journey":  # (a burst's steps are numbers)
+        options += [getattr(step.action, "tls", None) for step in probe_config.steps]
     for tls in options:
         if isinstance(tls, TLSOptions):
             ssl_context(tls)

@@ -25,8 +25,9 @@ import pytest
 import yaml
 
 from monitor.config import Config, ConfigError, parse_config
-from monitor.probes import build_probe
-from monitor.scheduler import Scheduler
+from monitor.daemon import Daemon
+from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.redact import Redactor
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "config" / "example.yaml").read_text()
@@ -181,23 +182,23 @@ def judge(name: str, text: str) -> Config | list[str]:
         pytest.fail(f"{name}: not judged within {CASE_SECONDS}s:\n{text[:500]}")
 
 
-def usable_by_run(config: Config) -> None:
-    """What `monitor run` builds from a config: every probe and its schedule."""
-    scheduler = Scheduler(lambda name: asyncio.sleep(0), on_skipped=lambda name: None,
-                          on_lag=lambda seconds: None)
-    for probe_config in config.probes:
-        build_probe(probe_config)
-        scheduler.trigger(probe_config.name, probe_config.interval, config.global_.jitter)
+async def usable_by_run(config: Config, tmp_path: Path) -> None:
+    """What `monitor run` builds from a config before it starts anything: every probe,
+    its schedule and its TLS contexts (the daemon's own plan, nothing scheduled)."""
+    daemon = Daemon(tmp_path / "unused.yaml", config, metrics=Metrics(ConstLabelRegistry()),
+                    redactor=Redactor(config.secrets))
+    plan = await daemon._plan(config, changed_only=False)
+    assert len(plan.add) == len(config.probes)
 
 
-def test_generated_files_are_refused_with_a_message_or_usable(tmp_path: Path) -> None:
+async def test_generated_files_are_refused_with_a_message_or_usable(tmp_path: Path) -> None:
     """Each of ~700 generated files loads into a config `run` can use, or is refused with
     problems (no internal error), and none hangs."""
     refused = accepted = 0
     for name, text in generate(tmp_path):
         outcome = judge(name, text)
         if isinstance(outcome, Config):
-            usable_by_run(outcome)
+            await usable_by_run(outcome, tmp_path)
             accepted += 1
             continue
         assert outcome, name

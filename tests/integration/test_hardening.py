@@ -730,3 +730,37 @@ async def test_a_storm_of_sighups_leaves_the_daemon_whole(tmp_path: Path,
     assert "monitor_config_last_reload_success 1.0" in text
     assert sample(text, "monitor_probe_info") == 4
     assert "Traceback" not in log
+
+
+async def test_every_kind_builds_at_start_and_on_reload(tmp_path: Path) -> None:
+    """Start and reload build every kind's probe, schedule and TLS contexts (a burst's
+    `steps` are numbers, a journey's are steps with their own TLS)."""
+    certs = Certs(tmp_path)
+    ca = certs.ca_file
+    path = tmp_path / "m.yaml"
+    path.write_text(f"""
+global: {{interval: 1h}}
+probes:
+  - {{name: web, kind: http, url: 'https://127.0.0.1:1/', tls: {{ca_file: '{ca}'}}}}
+  - {{name: echo, kind: burst, target: '127.0.0.1:1', steps: [2, 4], interval: 1h}}
+  - {{name: port, kind: tcp, target: '127.0.0.1:1'}}
+  - {{name: cert, kind: tls, target: '127.0.0.1:1', tls: {{ca_file: '{ca}'}}}}
+  - {{name: pool, kind: lb, url: 'http://127.0.0.1:1/'}}
+  - {{name: peak, kind: load, url: 'http://127.0.0.1:1/', rate: 1, duration: 2s}}
+  - {{name: db, kind: sql, driver: postgres, host: 127.0.0.1, port: 1, user: u,
+      tls: {{mode: verify-full, ca_file: '{ca}'}}}}
+  - name: path
+    kind: journey
+    steps:
+      - {{name: login, http: {{url: 'https://127.0.0.1:1/', tls: {{ca_file: '{ca}'}}}}}}
+""")
+    config = load_config(path)
+    daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()), redactor=Redactor())
+    await daemon.start()
+    try:
+        assert set(daemon.scheduler.job_names()) == {p.name for p in config.probes}
+        path.write_text(path.read_text().replace("interval: 1h}", "interval: 2h}"))
+        assert await daemon.reload() == []
+        assert len(daemon.scheduler.job_names()) == len(config.probes)
+    finally:
+        await daemon.stop()
