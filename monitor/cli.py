@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
-from aiohttp import web
 
 from monitor import __version__
 from monitor.config import Config, ConfigError, load_config
@@ -116,27 +115,38 @@ async def serve(path: Path, config: Config, redactor: Redactor,
                 shard: tuple[int, int] | None = None) -> int:
     """Run the daemon and its server until SIGTERM or SIGINT."""
     from monitor.daemon import Daemon
+    from monitor.httpd import connection_cap, raise_fd_limit, start_server, throttled_loop_errors
     from monitor.metrics import ConstLabelRegistry, Metrics
     from monitor.server import listen_address, make_app, ssl_context
 
+    loop = asyncio.get_running_loop()
+    throttled_loop_errors(loop)
+    fd_limit = raise_fd_limit()
+    max_connections = connection_cap(config.server.max_connections, fd_limit)
+    if max_connections < config.server.max_connections:
+        log.warning("server.max_connections lowered to leave file descriptors to probes",
+                    max_connections=max_connections, fd_limit=fd_limit)
     registry = ConstLabelRegistry()
     metrics = Metrics(registry)
     daemon = Daemon(path, config, metrics=metrics, redactor=redactor, shard=shard)
-    runner = web.AppRunner(make_app(daemon), access_log=None, handle_signals=False)
-    await runner.setup()
     host, port = listen_address(config.server)
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context(config.server))
     try:
-        await site.start()
+        runner, site = await start_server(make_app(daemon), host, port,
+                                          ssl_context=ssl_context(config.server),
+                                          max_connections=max_connections)
     except OSError as error:
         log.error("cannot listen", address=f"{host}:{port}", error=str(error))
-        await runner.cleanup()
         return 1
-    await daemon.start()
-    log.info("serving", address=f"{host}:{port}", tls=config.server.tls is not None)
+    try:
+        await daemon.start()
+    except ConfigError as error:  # validated, yet a probe could not be built: say so
+        log.error("cannot start the probes", problems=error.problems)
+        await runner.cleanup()
+        return EXIT_CONFIG
+    log.info("serving", address=f"{host}:{site.port}", tls=config.server.tls is not None,
+             max_connections=max_connections)
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[list[str]]] = set()
 
     def on_hup() -> None:
@@ -149,9 +159,10 @@ async def serve(path: Path, config: Config, redactor: Redactor,
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     log.info("stopping")
+    await site.stop()  # accept nothing more
     for task in reloads:  # a reload still going would build probes nobody closes
         task.cancel()
     await asyncio.gather(*reloads, return_exceptions=True)
-    await daemon.stop()
-    await runner.cleanup()
+    await daemon.stop()  # cancels runs, closes the probes' connections
+    await runner.cleanup()  # requests in flight get SHUTDOWN_GRACE, then every connection closes
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,13 @@ import structlog
 
 from monitor import __version__
 from monitor.config import Config, ConfigError, load_config
+from monitor.config.common import TLSOptions
+from monitor.config.sql import SqlTLS
 from monitor.metrics import Metrics
 from monitor.probes import build_probe
-from monitor.probes.base import Probe
+from monitor.probes.base import Probe, ProbeFailure
+from monitor.probes.httpclient import ssl_context
+from monitor.probes.sql import make_ssl_context
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once
@@ -65,7 +70,8 @@ class Daemon:
 
     # -- life cycle -------------------------------------------------------
     async def start(self) -> None:
-        self._apply(self.config)
+        plan = await self._plan(self.config, changed_only=False)
+        await self._commit(plan)
         self._loaded(success=True)
         self.scheduler.start()
         self._lag_task = asyncio.create_task(self._measure_loop_lag())
@@ -87,38 +93,72 @@ class Daemon:
 
     # -- reload -----------------------------------------------------------
     async def reload(self) -> list[str]:
-        """Load the config file again; return its problems ([] on success)."""
+        """Load the config file again; return its problems ([] on success).
+
+        All or nothing: the new config is loaded and every new or changed
+        probe, its schedule and its TLS contexts are built before anything of
+        the running config is touched. Any failure keeps the running config
+        whole and sets ``monitor_config_last_reload_success`` to 0.
+        """
         async with self._reload_lock:
             try:
                 config = load_config(self.config_path)
+                if config.server != self.config.server:
+                    # The running server keeps its settings (users, TLS, address)
+                    # until restart; the daemon's view of them must not change.
+                    log.warning("server settings changed: they take effect on restart")
+                    config = config.model_copy(update={"server": self.config.server})
+                plan = await self._plan(config, changed_only=True)
             except ConfigError as error:
-                self._loaded(success=False)
-                log.error("config reload failed, keeping the running config",
-                          problems=error.problems)
-                return error.problems
-            if config.server != self.config.server:
-                # The running server keeps its settings (users, TLS, address)
-                # until restart; the daemon's view of them must not change.
-                log.warning("server settings changed: they take effect on restart")
-                config = config.model_copy(update={"server": self.config.server})
-            await self._replace(config)
+                return self._failed(error.problems)
+            except Exception as exc:  # a bug of ours: the running config stays whole
+                log.exception("config reload raised")
+                return self._failed([f"reload failed (internal error, please report it): "
+                                     f"{type(exc).__name__}: {exc}"])
+            await self._commit(plan)
             self._loaded(success=True)
             log.info("config reloaded", probes=len(self.probes))
             return []
 
-    async def _replace(self, config: Config) -> None:
-        old = {name: cfg for name, (cfg, _) in self.probes.items()}
+    def _failed(self, problems: list[str]) -> list[str]:
+        self._loaded(success=False)
+        log.error("config reload failed, keeping the running config", problems=problems)
+        return problems
+
+    async def _plan(self, config: Config, *, changed_only: bool) -> _Plan:
+        """Build what ``config`` needs (probes, schedules, TLS) without
+        touching anything that runs; raise ConfigError naming what failed."""
+        old = {name: cfg for name, (cfg, _) in self.probes.items()} if changed_only else {}
         if _schedule_settings(config) != _schedule_settings(self.config):
             old = {}  # jitter or the verdict window changed: every probe starts anew
         new = {p.name: p for p in self._selected(config)}
-        for name in list(self.probes):
-            if new.get(name) != old.get(name):
-                await self._remove(name)
+        plan = _Plan(config, remove=[n for n in self.probes if new.get(n) != old.get(n)])
+        problems: list[str] = []
+        for name, probe_config in new.items():
+            if old.get(name) == probe_config:
+                continue
+            try:
+                _build_tls(probe_config)
+                trigger = self.scheduler.trigger(name, probe_config.interval,
+                                                 config.global_.jitter)
+                probe = build_probe(probe_config)
+            except Exception as exc:  # every failure is a problem of this probe
+                problems.append(f"probe {name!r}: cannot be built: {_describe(exc)}")
+                continue
+            plan.add.append((probe_config, probe, trigger))
+        if problems:
+            for _, probe, _ in plan.add:  # built for nothing: release them
+                await _close(probe)
+            raise ConfigError(problems)
+        return plan
+
+    async def _commit(self, plan: _Plan) -> None:
+        """Swap the plan in. Nothing here can fail on what the config says."""
+        for name in plan.remove:
+            await self._remove(name)
+        config = plan.config
         self.config = config
         self.recorder.verdict_window = config.global_.verdict_window
-        self._apply(config, only={n for n, c in new.items() if old.get(n) != c})
-
-    def _apply(self, config: Config, only: set[str] | None = None) -> None:
         self.redactor.update(config.secrets)
         selected = self._selected(config)
         if self.metrics.rebucket_sql_connect(p.app_timeout for p in selected if p.kind == "sql"):
@@ -130,14 +170,11 @@ class Daemon:
                         if sample.metric == "monitor_sql_connect_duration_seconds":
                             self.recorder.live(name, sample)
         self.metrics.registry.const_labels = dict(config.global_.labels)  # type: ignore[attr-defined]
-        for probe_config in selected:
-            if only is not None and probe_config.name not in only:
-                continue
-            probe = build_probe(probe_config)
+        for probe_config, probe, trigger in plan.add:
             self.probes[probe_config.name] = (probe_config, probe)
             self.recorder.register(probe_config, probe.registration_samples())
             self.scheduler.add(probe_config.name, probe_config.interval,
-                               config.global_.jitter)
+                               config.global_.jitter, trigger=trigger)
 
     async def _remove(self, name: str) -> None:
         self.scheduler.remove(name)
@@ -189,6 +226,34 @@ class Daemon:
             started = loop.time()
             await asyncio.sleep(LOOP_LAG_TICK)
             histogram.observe(max(0.0, loop.time() - started - LOOP_LAG_TICK))
+
+
+@dataclass
+class _Plan:
+    """A config ready to swap in: probes to remove, built probes to add."""
+
+    config: Config
+    remove: list[str]
+    add: list[tuple[Any, Probe, Any]] = field(default_factory=list)
+
+
+def _build_tls(probe_config: Any) -> None:
+    """Build the probe's client TLS contexts now (they are cached for its runs):
+    a CA file that went bad since validation fails the reload, not every run."""
+    options = [getattr(probe_config, "tls", None)]
+    if probe_config.kind == "journey":  # (a burst's steps are numbers)
+        options += [getattr(step.action, "tls", None) for step in probe_config.steps]
+    for tls in options:
+        if isinstance(tls, TLSOptions):
+            ssl_context(tls)
+        elif isinstance(tls, SqlTLS) and tls.mode != "disable":
+            make_ssl_context(tls)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ProbeFailure):
+        return exc.detail
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def _close(probe: Probe) -> None:

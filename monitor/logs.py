@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -61,3 +62,29 @@ def configure_logging(level: str = "info", redactor: Redactor | None = None,
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+class Throttle:
+    """At most one log line per key and interval, saying how many were held back.
+
+    For events a peer can repeat at will (malformed requests, our own
+    exhaustion, the accept loop out of file descriptors): one line a minute
+    tells an operator what happens without letting anyone fill the disk.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Any = None) -> None:
+        self.interval = interval
+        self._clock = clock or time.monotonic
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None: stay quiet; else log now, with this many held back since."""
+        now = self._clock()
+        if now < self._next.get(key, float("-inf")):
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._next[key] = now + self.interval
+        if len(self._next) > 1024:  # keys come from a fixed list; stay bounded anyway
+            self._next = {key: self._next[key]}
+        return self._held.pop(key, 0)

@@ -69,7 +69,10 @@ class Scheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
-    def add(self, name: str, interval: float, jitter: float, *, spread: bool = True) -> None:
+    def trigger(self, name: str, interval: float, jitter: float, *, spread: bool = True
+                ) -> IntervalTrigger:
+        """The schedule of one probe, built (and its first run computed) without
+        adding it: a reload builds every schedule before it changes anything."""
         offset = first_run_offset(name, interval) if spread else 0.0
         trigger = IntervalTrigger(
             seconds=interval,
@@ -77,6 +80,13 @@ class Scheduler:
             jitter=jitter * interval or None,
             timezone=UTC,
         )
+        trigger.get_next_fire_time(None, self._clock())  # raises here, not in add_job
+        return trigger
+
+    def add(self, name: str, interval: float, jitter: float, *, spread: bool = True,
+            trigger: IntervalTrigger | None = None) -> None:
+        if trigger is None:
+            trigger = self.trigger(name, interval, jitter, spread=spread)
         self._scheduler.add_job(
             self._run, trigger, args=(name,), id=name, name=name,
             max_instances=1,  # never two runs of one probe at once

@@ -1,30 +1,34 @@
 """The aiohttp app: /metrics, /-/healthy, /-/ready, /-/reload, /api/status, /.
 
-Basic auth (bcrypt hashes, as Prometheus' web config) and TLS apply to
-every route when configured.
+Basic auth (bcrypt hashes, as Prometheus' web config; see monitor.auth)
+and TLS apply to every route when configured. No route takes a request
+body beyond ``MAX_BODY_BYTES``: a larger one is refused with 413 before
+anything reads it. Connection limits and timeouts live in monitor.httpd.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
 import os
 import ssl
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
 
-import bcrypt
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from monitor.auth import BasicAuth
 from monitor.config import ServerConfig
 from monitor.daemon import Daemon
 from monitor.status import build_status
 
 log = structlog.get_logger("monitor.server")
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)
+# Request bodies each route accepts: none of them reads one; a reload may
+# come with a small one from tools that always send something (`{}`).
+MAX_BODY_BYTES = {("POST", "/-/reload"): 1024}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def listen_address(server: ServerConfig, environ: dict[str, str] | None = None) -> tuple[str, int]:
@@ -37,20 +41,27 @@ def listen_address(server: ServerConfig, environ: dict[str, str] | None = None) 
 
 
 def ssl_context(server: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context (validation loaded these files already)."""
     if server.tls is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(server.tls.cert_file, server.tls.key_file)
-    return context
+    return server.tls.context()
 
 
 def make_app(daemon: Daemon) -> web.Application:
-    middlewares = []
+    middlewares: list[Middleware] = [_body_limit]
     users = daemon.config.server.basic_auth_users
-    if users:
-        middlewares.append(_basic_auth(users))
-    app = web.Application(middlewares=middlewares)
+    auth = BasicAuth(users) if users else None
+    if auth is not None:
+        middlewares.append(_basic_auth(auth))
+    # No route reads a body; this is aiohttp's own cap, should one ever do.
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[DAEMON] = daemon
+    if auth is not None:
+
+        async def close_auth(_: web.Application) -> None:
+            auth.close()
+
+        app.on_cleanup.append(close_auth)
     exposition = make_aiohttp_handler(daemon.metrics.registry)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
@@ -96,29 +107,28 @@ async def _page(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "no-store"})
 
 
-def _basic_auth(users: dict[str, str]) -> Any:
-    # bcrypt costs ~50-250 ms by design; remember what already verified so a
-    # 15 s scrape does not pay it every time (keyed by a digest, not the password).
-    verified: set[bytes] = set()
+@web.middleware
+async def _body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """413 for a body larger than the route takes, before anyone reads it."""
+    limit = MAX_BODY_BYTES.get((request.method, request.path), 0)
+    length = request.content_length
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if (length is not None and length > limit) or (chunked and limit == 0):
+        return web.Response(status=413, text="Request body too large\n",
+                            headers={"Connection": "close"})
+    return await handler(request)
 
+
+def _basic_auth(auth: BasicAuth) -> Middleware:
     @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Basic "):
-            try:
-                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                user, password = "", ""
-            hashed = users.get(user)
-            if hashed is not None:
-                key = hashlib.sha256(f"{user}\0{password}\0{hashed}".encode()).digest()
-                # bcrypt is slow on purpose: never on the event loop that probes.
-                if key in verified or await asyncio.to_thread(
-                        bcrypt.checkpw, password.encode(), hashed.encode()):
-                    verified.add(key)
-                    response: web.StreamResponse = await handler(request)
-                    return response
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        verdict = await auth.check(request.headers.get("Authorization"))
+        if verdict == "ok":
+            return await handler(request)
+        if verdict == "busy":
+            return web.Response(status=429, text="Too many logins at once, retry\n",
+                                headers={"Retry-After": "1"})
         return web.Response(status=401, text="Unauthorized\n",
-                            headers={"WWW-Authenticate": 'Basic realm="monitor"'})
+                            headers={"WWW-Authenticate": 'Basic realm="monitor", charset="UTF-8"'})
 
     return middleware

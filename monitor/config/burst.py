@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from monitor.config.common import ProbeBase, TLSOptions, url_label
+from monitor.config.common import ProbeBase, PublicQuery, TLSOptions, url_label
 from monitor.config.http import HttpUrl, Status, status_expected
 from monitor.config.types import Duration, HostPort, Ratio, format_duration, parse_duration
 
@@ -32,6 +32,7 @@ class BurstProbeConfig(ProbeBase):
     # Exactly one of target (TCP echo) and url (one HTTP request per connection).
     target: HostPort | None = None
     url: HttpUrl | None = None
+    public_query: PublicQuery = ()  # url mode: query parameters shown as they are
     # target mode: bytes written and read back on every connection (0: connect only).
     payload_bytes: Annotated[int, Field(ge=0, le=MAX_PAYLOAD_BYTES)] = 4096
     # url mode: a GET (or HEAD) per connection; ok = a status in expect_status

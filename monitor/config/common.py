@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import re
+import ssl
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor.config.types import Duration, LabelValue, ProbeName, Ratio, format_duration
+from monitor.config.types import (
+    Duration,
+    LabelValue,
+    ProbeName,
+    Ratio,
+    Regex,
+    format_duration,
+    read_file,
+)
 
 
 class Strict(BaseModel):
@@ -124,9 +133,19 @@ class TLSOptions(Strict):
 
     @model_validator(mode="after")
     def _ca_readable(self) -> TLSOptions:
-        if self.ca_file is not None and not self.ca_file.is_file():
-            raise ValueError(f"ca_file {str(self.ca_file)!r} is not a readable file")
+        if self.ca_file is not None:
+            check_ca_file(self.ca_file)
         return self
+
+
+def check_ca_file(path: Path) -> None:
+    """Raise ValueError unless ``path`` is a CA bundle OpenSSL can load."""
+    read_file(path, "ca_file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        raise ValueError(f"ca_file {str(path)!r} holds no usable certificate: {reason}") from None
 
 
 class Origin(Strict):
@@ -135,7 +154,7 @@ class Origin(Strict):
     name: LabelValue
     header: str
     absent: bool = False
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
 
     @model_validator(mode="after")
     def _one_mode(self) -> Origin:
@@ -157,6 +176,50 @@ def url_label(url: str) -> str:
     """A URL as a label value: no query or fragment (they may carry keys)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+# Query parameters a probe's config marks as safe to show (`public_query:
+# [page]`); every other query value is a secret wherever the URL is shown.
+PublicQuery = tuple[Annotated[str, Field(min_length=1, max_length=128)], ...]
+MASK = "<redacted>"
+
+
+def mask_query(url: str, public: Iterable[str] = ()) -> str:
+    """``url`` (or a request target ``/p?q``) with every query value masked
+    unless its parameter is in ``public``; the fragment is dropped.
+
+    Masking goes by position, not by name: ``access_token``, ``sig`` and
+    ``X-Goog-Signature`` are all masked because they are not public.
+    """
+    head, sep, query = url.partition("?")
+    head = head.partition("#")[0]
+    if not sep:
+        return head
+    query = query.partition("#")[0]
+    shown = set(public)
+    parts = []
+    for item in query.split("&"):
+        name, equals, _ = item.partition("=")
+        if not equals:  # `?token123`: the whole item is a value
+            parts.append(item if unquote_plus(item) in shown else MASK)
+        else:
+            parts.append(item if unquote_plus(name) in shown else f"{name}={MASK}")
+    return f"{head}?{'&'.join(parts)}"
+
+
+def query_values(url: str, public: Iterable[str] = ()) -> set[str]:
+    """The values :func:`mask_query` masks, as written and as decoded."""
+    shown = set(public)
+    values: set[str] = set()
+    for item in urlsplit(url).query.split("&"):
+        name, equals, raw = item.partition("=")
+        key = unquote_plus(name)
+        if not equals:
+            key, raw = "", name
+        if key in shown or (not equals and unquote_plus(raw) in shown):
+            continue
+        values |= {v for v in (raw, unquote_plus(raw)) if v}
+    return values
 
 
 def classify_origin(origins: tuple[Origin, ...], headers: dict[str, str]) -> str:

@@ -8,21 +8,51 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
-from monitor.config.common import Auth, Origin, ProbeBase, Strict, TLSOptions, url_label
-from monitor.config.types import Duration, format_duration
+from monitor.config.common import (
+    Auth,
+    Origin,
+    ProbeBase,
+    PublicQuery,
+    Strict,
+    TLSOptions,
+    mask_query,
+    url_label,
+)
+from monitor.config.types import Duration, Regex, format_duration, shorten
 
 # The body of a probe's response is only checked, never stored whole.
 MAX_BODY_BYTES_CAP = 64 * 1024 * 1024
 MAX_REDIRECTS_CAP = 30
 
 
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+def check_url(value: str, schemes: tuple[str, ...], *, templated: bool = False) -> str:
+    """Raise ValueError unless ``value`` is a URL of ``schemes`` with a host,
+    a port of 1-65535 (or none), no credentials and no whitespace or control
+    characters. Errors quote it with its query values masked. With
+    ``templated``, ``${name}`` parts stand for values known at run time."""
+    shown = shorten(mask_query(value), 120)
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"the URL has whitespace or control characters: {shown}")
+    try:
+        parts = urlsplit(value)
+        port = None if templated and "${" in parts.netloc else parts.port
+    except ValueError as exc:  # a bad IPv6 literal, a port out of range or not a number
+        if "Port" in str(exc):
+            raise ValueError(f"the port in {shown} is not a number in 1-65535") from None
+        raise ValueError(f"invalid URL {shown}: {exc}") from None
+    wanted = " or ".join(f"{s}://" for s in schemes)
+    if parts.scheme not in schemes or not (parts.hostname or (templated and parts.netloc)):
+        article = "an" if wanted.startswith("http") else "a"
+        raise ValueError(f"expected {article} {wanted} URL, got {shown}")
+    if port == 0:
+        raise ValueError(f"port 0 in {shown} is not in 1-65535")
     if parts.username or parts.password:
         raise ValueError("credentials in the URL are not allowed: use headers or auth")
     return value
+
+
+def _http_url(value: str) -> str:
+    return check_url(value, ("http", "https"))
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
@@ -36,8 +66,8 @@ Status = Annotated[int, Field(ge=100, le=599)]
 
 class HttpExpect(Strict):
     status: tuple[Status, ...] = ()  # empty: any 2xx
-    body_regex: re.Pattern[str] | None = None
-    body_not_regex: re.Pattern[str] | None = None
+    body_regex: Regex | None = None
+    body_not_regex: Regex | None = None
     max_duration: Duration | None = None
 
     def status_ok(self, code: int) -> bool:
@@ -48,6 +78,8 @@ class HttpRequestFields(Strict):
     """What a request is: shared by http, lb, load and burst (url mode)."""
 
     url: HttpUrl
+    # Query parameters shown as they are; every other query value is masked.
+    public_query: PublicQuery = ()
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     body: SecretStr | None = None

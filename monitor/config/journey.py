@@ -13,7 +13,6 @@ import contextlib
 import json
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -24,14 +23,23 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.config.common import Auth, Origin, ProbeBase, Strict, TLSOptions, url_label
+from monitor.config.common import (
+    Auth,
+    Origin,
+    ProbeBase,
+    PublicQuery,
+    Strict,
+    TLSOptions,
+    url_label,
+)
 from monitor.config.http import (
     MAX_BODY_BYTES_CAP,
     MAX_REDIRECTS_CAP,
     Status,
+    check_url,
     status_expected,
 )
-from monitor.config.types import Duration, format_duration, parse_duration
+from monitor.config.types import Duration, compile_regex, format_duration, parse_duration
 
 # A journey is a path, not a script: 20 steps is far more than a login,
 # a connect and a few exchanges, and bounds the per-step series.
@@ -96,19 +104,15 @@ def _regex_text(value: Any) -> Any:
     return value.replace("$$", "$")
 
 
-JourneyRegex = Annotated[re.Pattern[str], BeforeValidator(_regex_text)]
+# Validators before run last-declared first: variables are refused, then it compiles.
+JourneyRegex = Annotated[re.Pattern[str], BeforeValidator(compile_regex),
+                         BeforeValidator(_regex_text)]
 
 
 def _url(schemes: tuple[str, ...]) -> Any:
     def check(value: str) -> str:
         # Variables may sit anywhere after the scheme; check what can be known now.
-        parts = urlsplit(TEMPLATE.sub("x", value))
-        if parts.scheme not in schemes or not parts.netloc:
-            wanted = " or ".join(f"{s}://" for s in schemes)
-            raise ValueError(f"expected a {wanted} URL, got {value!r}")
-        if parts.username or parts.password:
-            raise ValueError("credentials in the URL are not allowed: use headers")
-        return value
+        return check_url(value, schemes, templated=True)
 
     return AfterValidator(check)
 
@@ -156,10 +160,7 @@ class Extractor:
                 pos = match.end()
             self.path = tuple(parts)
         else:
-            try:
-                self.regex = re.compile(_regex_text(source))
-            except re.error as exc:
-                raise ValueError(f"invalid regex {source!r}: {exc}") from None
+            self.regex = compile_regex(_regex_text(source))
             if self.regex.groups != 1:
                 raise ValueError(
                     f"regex {source!r} must have exactly one group (it has {self.regex.groups})"
@@ -307,6 +308,8 @@ class JourneyProbeConfig(ProbeBase):
     kind: Literal["journey"]
     steps: tuple[Step, ...]
     origins: tuple[Origin, ...] = ()
+    # Query parameters of the steps' URLs shown as they are; the rest is masked.
+    public_query: PublicQuery = ()
 
     @field_validator("steps")
     @classmethod

@@ -1,4 +1,11 @@
-"""YAML -> Config: interpolation, validation, every problem at once."""
+"""YAML -> Config: interpolation, validation, every problem at once.
+
+Nothing in a config file can crash the loader or hang it: the file and its
+values are capped in size, YAML aliases, nesting and duplicate keys are
+checked before anything is built (monitor.config.yamlload), every field's
+type is checked before it is used, and an exception that still escapes is
+reported as a problem (a bug of ours, named as such), never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from monitor.config.common import query_values
 from monitor.config.models import PROBE_ADAPTER, Config, GlobalConfig, ServerConfig
+from monitor.config.yamlload import YamlLimit, load_yaml
+
+# A config larger than this is a mistake (or /dev/zero); fleets of a few
+# thousand probes stay far below it.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# One problem line quotes input values; never pages of it.
+MAX_PROBLEM_CHARS = 400
 
 _VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Environment variables whose values are secrets wherever they are used.
@@ -32,17 +47,46 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     """Read, interpolate and validate ``path``; raise ConfigError listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise ConfigError([f"{path}: cannot read config: is a directory"])
+        with path.open("rb") as file:  # not only regular files: -c /dev/stdin works
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB"])
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     return parse_config(text, environ if environ is not None else os.environ, source=str(path))
 
 
 def parse_config(text: str, environ: Mapping[str, str], source: str = "<config>") -> Config:
+    """Interpolate and validate YAML ``text``; raise ConfigError listing every problem."""
     try:
-        raw = yaml.safe_load(text)
+        return _parse(text, environ, source)
+    except ConfigError as error:
+        raise ConfigError([_cut(p) for p in error.problems]) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: nested too deeply to load"]) from None
+    except Exception as exc:  # a bug of ours: say so, but as a config problem (exit 3)
+        raise ConfigError([f"{source}: cannot load the config (internal error, please "
+                           f"report it: {type(exc).__name__}: {_cut(str(exc), 200)})"]) from None
+
+
+def _cut(problem: str, limit: int = MAX_PROBLEM_CHARS) -> str:
+    return problem if len(problem) <= limit else problem[: limit - 15] + "... [truncated]"
+
+
+def _parse(text: str, environ: Mapping[str, str], source: str) -> Config:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{source}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB"])
+    try:
+        raw = load_yaml(text)
+    except YamlLimit as exc:
+        where = f"{source}:{exc.where}" if exc.where else source
+        raise ConfigError([f"{where}: refused: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -61,8 +105,8 @@ def parse_config(text: str, environ: Mapping[str, str], source: str = "<config>"
 
     raw = _interpolate(raw, "", environ, secrets, problems, runtime_ok=False)
 
-    global_config = _validate(GlobalConfig, raw.get("global") or {}, "global", problems)
-    server = _validate(ServerConfig, raw.get("server") or {}, "server", problems)
+    global_config = _validate(GlobalConfig, _section(raw, "global"), "global", problems)
+    server = _validate(ServerConfig, _section(raw, "server"), "server", problems)
     probes = _validate_probes(raw.get("probes"), global_config or GlobalConfig(), problems)
 
     if problems:
@@ -78,6 +122,12 @@ def parse_config(text: str, environ: Mapping[str, str], source: str = "<config>"
         "probes": probes,
         "secrets": frozenset(s for s in secrets if s),
     })
+
+
+def _section(raw: dict[Any, Any], name: str) -> Any:
+    """A section's mapping; an empty one (``server:``) counts as absent."""
+    value = raw.get(name)
+    return {} if value is None else value
 
 
 def _hide(problems: list[str], secrets: set[str]) -> list[str]:
@@ -198,7 +248,8 @@ def _interpolate(
     the probe to resolve (it checks it against its own variables).
     """
     if isinstance(value, dict):
-        if path.startswith("probes[") and value.get("kind") in _RUNTIME_VARIABLE_KINDS:
+        kind = value.get("kind")
+        if path.startswith("probes[") and isinstance(kind, str) and kind in _RUNTIME_VARIABLE_KINDS:
             runtime_ok = True
         return {
             k: _interpolate(v, f"{path}.{k}" if path else str(k), environ, secrets, problems,
@@ -249,4 +300,25 @@ def _secret_values(probe: Any) -> set[str]:
     values = {s.get_secret_value() for s in _walk_secrets(probe)}
     # A header value is only secret in part ("Bearer abc"): keep the token too.
     values |= {part for v in values for part in v.split() if len(part) >= 8}
+    # Query values are masked where URLs are shown; by value too, wherever
+    # else they turn up (an error quoting the URL, a body echoing it).
+    public = getattr(probe, "public_query", ())
+    for url in _walk_urls(probe):
+        values |= {v for v in query_values(url, public) if "${" not in v}
     return values
+
+
+def _walk_urls(value: Any) -> list[str]:
+    """Every ``url`` field of a probe config (journey steps included)."""
+    if isinstance(value, BaseModel):
+        found: list[str] = []
+        for field in type(value).model_fields:
+            item = getattr(value, field)
+            if field == "url" and isinstance(item, str):
+                found.append(item)
+            elif isinstance(item, BaseModel | tuple | list):
+                found += _walk_urls(item)
+        return found
+    if isinstance(value, list | tuple):
+        return [url for item in value for url in _walk_urls(item)]
+    return []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
 from monitor.config.burst import BurstProbeConfig
 from monitor.config.common import Strict
@@ -16,7 +18,7 @@ from monitor.config.load import LoadProbeConfig
 from monitor.config.sql import SqlProbeConfig
 from monitor.config.tcp import TcpProbeConfig
 from monitor.config.tls import TlsProbeConfig
-from monitor.config.types import Duration, Ratio
+from monitor.config.types import Duration, Ratio, read_file, shorten
 
 # One line per kind (with monitor/probes/__init__.py:KINDS).
 ProbeConfig = Annotated[
@@ -59,25 +61,85 @@ class GlobalConfig(Strict):
 
 
 class ServerTLS(Strict):
+    """The server's certificate and key, loaded (and so checked) at load time."""
+
     cert_file: Path
     key_file: Path
 
+    @model_validator(mode="after")
+    def _loads(self) -> ServerTLS:
+        read_file(self.cert_file, "cert_file")
+        read_file(self.key_file, "key_file")
+        try:
+            self.context()
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+            if "PEM lib" in str(exc):  # OpenSSL says no more than this
+                reason = "not a PEM certificate and its unencrypted PEM private key"
+            raise ValueError(f"cannot use cert_file {str(self.cert_file)!r} with key_file "
+                             f"{str(self.key_file)!r}: {reason}") from None
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        # An encrypted key would make OpenSSL prompt on the terminal: refuse it.
+        context.load_cert_chain(self.cert_file, self.key_file, password=_no_password)
+        return context
+
+
+def _no_password() -> bytes:
+    raise ssl.SSLError("the key is encrypted (not supported: give an unencrypted key)")
+
+
+# `$2b$<cost>$<22 characters of salt><31 of hash>`, as htpasswd -B writes.
+_BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+# Above this cost one check takes about a second on a small VM (0.8 s at
+# 14 on the 2-core test machine), and every login that is not cached waits for it.
+MAX_BCRYPT_COST = 14
+MIN_BCRYPT_COST = 4
+
+
+def _check_user(user: str, hashed: str) -> str | None:
+    """A sentence saying what is wrong with one basic_auth_users entry, or None."""
+    if not user or ":" in user or any(ord(c) < 0x20 for c in user):
+        return f"user name {shorten(user)} must be non-empty, without ':' or control characters"
+    match = _BCRYPT.fullmatch(hashed)
+    if match is None:
+        return (f"{shorten(user)}: not a bcrypt hash ($2b$, the cost, $ and 53 characters, "
+                "as `htpasswd -nbBC 10 USER PASSWORD` prints)")
+    cost = int(match[1])
+    if not MIN_BCRYPT_COST <= cost <= MAX_BCRYPT_COST:
+        return (f"{shorten(user)}: bcrypt cost {cost} is outside "
+                f"{MIN_BCRYPT_COST}-{MAX_BCRYPT_COST} (every uncached login waits for it)")
+    return None
+
 
 class ServerConfig(Strict):
-    listen: str = "0.0.0.0:9469"
+    listen: str = "0.0.0.0:9469"  # port 0: any free port ($PORT overrides it)
     # name -> bcrypt hash, as in Prometheus' web config.
     basic_auth_users: dict[str, str] = Field(default_factory=dict)
     tls: ServerTLS | None = None
+    # Connections open at once (lowered to 1/8 of the file-descriptor limit,
+    # so probes keep the rest); past it the one idle longest is closed.
+    max_connections: Annotated[int, Field(ge=1, le=65536)] = 128
 
-    @model_validator(mode="after")
-    def _check(self) -> ServerConfig:
-        _, sep, port = self.listen.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(f"listen must be host:port, got {self.listen!r}")
-        for user, hashed in self.basic_auth_users.items():
-            if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-                raise ValueError(f"basic_auth_users.{user} must be a bcrypt hash")
-        return self
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        _, sep, port = listen.rpartition(":")
+        if (not sep or not port.isascii() or not port.isdigit() or len(port) > 5
+                or not 0 <= int(port) < 65536):
+            raise ValueError(f"listen must be host:port, got {shorten(listen)}")
+        return listen
+
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _users(cls, users: dict[str, str]) -> dict[str, str]:
+        problems = [p for user, hashed in users.items()
+                    if (p := _check_user(user, hashed)) is not None]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return users
 
 
 class Config(Strict):

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
-from monitor.config.common import Layer, ProbeBase, Strict
-from monitor.config.types import Duration, format_duration, parse_duration
+from monitor.config.common import Layer, ProbeBase, Strict, check_ca_file
+from monitor.config.types import Duration, format_duration, parse_duration, read_file
 
 # A burst opens this many connections at once at most: enough to reproduce
 # a fleet of instances starting together, small next to any real server's
@@ -17,6 +17,8 @@ MAX_BURST = 100
 # The query is sent as written; its rows are read and thrown away.
 MAX_QUERY_CHARS = 64 * 1024
 DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
+# A password file holds one password (a few hundred bytes at most).
+MAX_SECRET_FILE_BYTES = 64 * 1024
 # The connect the probe measures needs room above app_timeout, so that a
 # connect slower than the application's timeout is seen (and timed) rather
 # than cut off at the same moment.
@@ -33,12 +35,11 @@ class SecretFile(Strict):
 def _read_secret_file(value: Any) -> Any:
     if isinstance(value, str | Path):
         path = Path(value)
+        data = read_file(path, "password_file", MAX_SECRET_FILE_BYTES)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(
-                f"cannot read password_file {str(path)!r}: {exc.strerror or exc}"
-            ) from None
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"password_file {str(path)!r} is not UTF-8 text") from None
         # Files written by `echo` or an editor end with a newline that is
         # not part of the password.
         return {"path": path, "value": text.rstrip("\r\n")}
@@ -64,8 +65,8 @@ class SqlTLS(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> SqlTLS:
-        if self.ca_file is not None and not self.ca_file.is_file():
-            raise ValueError(f"ca_file {str(self.ca_file)!r} is not a readable file")
+        if self.ca_file is not None:
+            check_ca_file(self.ca_file)
         if self.mode != "verify-full":
             for name in ("ca_file", "server_name"):
                 if getattr(self, name) is not None:

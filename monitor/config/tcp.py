@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import Field
 
 from monitor.config.common import ProbeBase
-from monitor.config.types import HostPort
+from monitor.config.types import HostPort, Regex
 
 # The answer is only searched, never kept: read at most this much of it.
 MAX_READ_BYTES_CAP = 1024 * 1024
@@ -23,7 +22,7 @@ class TcpProbeConfig(ProbeBase):
     # What the answer must contain: literal text, or a regex (matched against
     # the bytes read so far, decoded as latin-1 so every byte is one character).
     expect: Annotated[str, Field(min_length=1)] | None = None
-    expect_regex: re.Pattern[str] | None = None
+    expect_regex: Regex | None = None
     max_read_bytes: Annotated[int, Field(ge=1, le=MAX_READ_BYTES_CAP)] = 64 * 1024
 
     def problems(self) -> list[tuple[str, str]]:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# The longest duration anywhere in a config: far beyond any sensible
+# interval, far inside what datetime and the scheduler can add to now.
+MAX_DURATION_SECONDS = 366 * 86400.0
+# Files named by a config (CA bundles, certificates, keys, secrets) are
+# read whole at load time: a larger one is a mistake (or /dev/zero).
+MAX_FILE_BYTES = 1024 * 1024
+# A regex longer than this is not a check anyone can read (and compiling
+# deeply nested ones exhausts the stack).
+MAX_REGEX_CHARS = 4096
 
 
 def parse_duration(value: Any) -> float:
@@ -23,8 +35,17 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"expected a duration such as '30s', got {value!r}")
     match = _DURATION.match(value)
     if not match:
-        raise ValueError(f"invalid duration {value!r}: use a number and ms, s, m, h or d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        raise ValueError(f"invalid duration {shorten(value)}: use a number and ms, s, m, h or d")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"duration {shorten(value)} is longer than the cap of 366d")
+    return seconds
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: errors quote input, never 10 MB of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def format_duration(seconds: float) -> str:
@@ -53,9 +74,16 @@ Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 
 def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected host:port, got {value!r}")
+    if (not sep or not host or not port.isascii() or not port.isdigit()
+            or _has_control(host) or " " in host):
+        raise ValueError(f"expected host:port, got {shorten(value)}")
+    if len(port) > 5 or not 0 < int(port) < 65536:
+        raise ValueError(f"port {port[:8]} in {shorten(value)} is not in 1-65535")
     return value
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
 HostPort = Annotated[str, AfterValidator(_host_port)]
@@ -65,3 +93,45 @@ HostPort = Annotated[str, AfterValidator(_host_port)]
 def split_host_port(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def read_file(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes.
+
+    Raises ValueError naming ``what`` (the field) otherwise: a directory,
+    a device (``/dev/zero`` never ends), a FIFO (would block), too large.
+    """
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {str(path)!r} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{what} {str(path)!r} is larger than {limit // 1024} KiB")
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ValueError(f"{what} {str(path)!r} is larger than {limit // 1024} KiB")
+    return data
+
+
+def compile_regex(value: Any) -> Any:
+    """A regex compiled at load time, its errors as sentences (pydantic's
+    own compile lets RecursionError through for deeply nested patterns)."""
+    if isinstance(value, re.Pattern):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a regular expression (a string), got {shorten(value)}")
+    if len(value) > MAX_REGEX_CHARS:
+        raise ValueError(f"regular expression longer than {MAX_REGEX_CHARS} characters")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {shorten(value)}: {exc}") from None
+    except (RecursionError, OverflowError, MemoryError):
+        raise ValueError(f"regular expression {shorten(value)} is nested too deeply") from None
+
+
+Regex = Annotated[re.Pattern[str], BeforeValidator(compile_regex)]
+"""A regular expression, compiled when the config loads."""

@@ -32,6 +32,8 @@ Failure reasons:
 - ``capacity``: the knee is below ``min_capacity`` (default: the first
   step), while some connections did get through: the path is saturated.
   The detail gives the failing step and its outcomes by cause.
+- ``error``: the daemon itself ran out of resources during a step (file
+  descriptors, ...): no knee is reported, since it would be ours.
 - ``dns`` (the target does not resolve; resolved once per run), and, when
   not a single connection of the run got through, the most common cause
   among them: ``connect_refused``, ``connect_timeout``,
@@ -55,6 +57,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.config.burst import BurstProbeConfig
+from monitor.config.common import mask_query
 from monitor.config.http import header_items
 from monitor.config.types import split_host_port
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
@@ -62,7 +65,7 @@ from monitor.probes.httpclient import Request, fetch
 from monitor.probes.tcp import (
     SockAddr,
     close_writer,
-    connect_reason,
+    connect_failure,
     describe,
     format_address,
     resolve,
@@ -133,6 +136,10 @@ class BurstProbe(Probe):
             report = await self._step(ctx, step, connector)
             reports.append(report)
             ctx.trace(report.summary() + f"; slowest {report.max_total * 1000:.0f} ms")
+            if report.causes.get("error"):
+                # We ran out (file descriptors, ...): the knee would be ours, not the path's.
+                note = next((n for n in report.notes if n.startswith("ours")), "")
+                return ctx.failure("error", f"{report.summary()}; the ramp stopped: {note}")
             if report.bad / step > config.max_failure_ratio:
                 failing = report
                 break
@@ -204,11 +211,7 @@ class BurstProbe(Probe):
         else:
             assert config.target is not None
             host, port = split_host_port(config.target)
-        try:
-            async with asyncio.timeout(config.step_timeout):
-                address = (await resolve(host, port))[0]
-        except TimeoutError:
-            raise ProbeFailure("dns", f"no answer from the resolver for {host}") from None
+        address = (await resolve(host, port, config.step_timeout))[0]
         if config.url is not None:
             return self._http_connector(ctx, str(address[0]))
         ctx.trace(f"target {format_address(address)}, {config.payload_bytes} bytes per connection")
@@ -226,8 +229,9 @@ class BurstProbe(Probe):
         config = self.config
         assert config.url is not None
         request = Request(url=config.url, method=config.method,
-                          headers=header_items(config.headers))
-        ctx.trace(f"url {config.url} via {address}")
+                          headers=header_items(config.headers),
+                          public_query=frozenset(config.public_query))
+        ctx.trace(f"url {mask_query(config.url, config.public_query)} via {address}")
 
         async def connect(started: float) -> Attempt:
             try:
@@ -274,8 +278,10 @@ async def echo_once(address: SockAddr, payload: bytes, started: float, step_time
         reason: Reason = "connect_timeout" if connect is None else "timeout"
         return _done(started, connect, "timeout", reason, f"{reason} after {step_timeout:g}s")
     except (OSError, asyncio.IncompleteReadError) as exc:
-        reason = connect_reason(exc) if connect is None else transfer_reason(exc)
-        return _done(started, connect, "failed", reason, describe(exc))
+        if connect is None:
+            failure = connect_failure(exc, format_address(address))
+            return _done(started, connect, "failed", failure.reason, failure.detail)
+        return _done(started, connect, "failed", transfer_reason(exc), describe(exc))
     finally:
         if writer is not None:
             if ok:

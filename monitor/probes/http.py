@@ -67,6 +67,7 @@ class HttpProbe(Probe):
         self._request = Request(
             url=config.url, method=config.method,
             headers=header_items(config.headers), body=body,
+            public_query=frozenset(config.public_query),
         )
 
     def initial_samples(self) -> list[Sample]:

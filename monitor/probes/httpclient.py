@@ -56,8 +56,9 @@ from typing import Any
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from monitor import USER_AGENT
-from monitor.config.common import TLSOptions
+from monitor.config.common import TLSOptions, mask_query
 from monitor.probes.base import ProbeFailure, Reason, RunContext
+from monitor.probes.exhaustion import Lookup, executor_full, own_exhaustion
 
 # A response head larger than this is not a sane HTTP server (DESIGN.md).
 MAX_HEAD_BYTES = 64 * 1024
@@ -69,6 +70,8 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 SENSITIVE_HEADERS = frozenset({
     "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
 })
+# Headers whose values are URLs: their query values are masked in traces.
+URL_HEADERS = frozenset({"location", "content-location", "referer"})
 # Headers not sent on to another origin when a redirect leaves it.
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _MASK = "<redacted>"
@@ -83,6 +86,8 @@ class Request:
     method: str = "GET"
     headers: Sequence[tuple[str, str]] = ()
     body: bytes | None = None
+    # Query parameters shown as they are in traces; every other value is masked.
+    public_query: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -149,6 +154,9 @@ def ssl_context(tls: TLSOptions | None, alpn: tuple[str, ...] = HTTP_ALPN) -> ss
                 _CONTEXTS.clear()
             _CONTEXTS[key] = context
     except (OSError, ssl.SSLError) as exc:  # removed or replaced since the config loaded
+        own = own_exhaustion(exc, "loading the CA bundle")
+        if own is not None:
+            raise own from None
         raise ProbeFailure("tls", f"cannot load ca_file {ca_file}: {exc}") from None
     return context
 
@@ -167,15 +175,19 @@ def _new_context(ca_file: str | None, insecure: bool, alpn: tuple[str, ...]) -> 
 class _Run:
     """What one fetch has done so far: timings, the stage a timeout hits."""
 
-    __slots__ = ("bytes_in", "ctx", "phases", "stage", "target", "trace_on")
+    __slots__ = ("bytes_in", "ctx", "lookup", "phases", "public_query", "stage", "target",
+                 "trace_on")
 
-    def __init__(self, ctx: RunContext | None) -> None:
+    def __init__(self, ctx: RunContext | None, public_query: frozenset[str] = frozenset()
+                 ) -> None:
         self.ctx = ctx
         self.trace_on = ctx is not None and ctx.debug
         self.phases: dict[str, float] = {}
         self.stage = "dns"
         self.target = ""
         self.bytes_in = 0
+        self.lookup: Lookup | None = None  # the DNS lookup under way, if any
+        self.public_query = public_query  # shown as is in the trace; other values masked
 
     def phase(self, name: str, seconds: float) -> None:
         self.phases[name] = self.phases.get(name, 0.0) + seconds
@@ -190,6 +202,8 @@ class _Run:
     def timed_out(self, timeout: float) -> ProbeFailure:
         where = self.target
         if self.stage == "dns":
+            if self.lookup is not None and not self.lookup.started:
+                return executor_full(where.rpartition(":")[0], timeout)
             return ProbeFailure("dns", f"resolving {where} did not finish within {timeout:.3g}s")
         if self.stage == "connect":
             return ProbeFailure("connect_timeout",
@@ -208,8 +222,14 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}ms"
 
 
-def _trace_header(prefix: str, name: str, value: str) -> str:
-    shown = _MASK if name.lower() in SENSITIVE_HEADERS else value
+def _trace_header(prefix: str, name: str, value: str, public_query: frozenset[str]) -> str:
+    lower = name.lower()
+    if lower in SENSITIVE_HEADERS:
+        shown = _MASK
+    elif lower in URL_HEADERS:  # a redirect to a signed URL carries its signature
+        shown = mask_query(value, public_query)
+    else:
+        shown = value
     return f"{prefix} {name}: {shown}"
 
 
@@ -272,10 +292,10 @@ def _is_ip(host: str) -> bool:
 
 
 async def _resolve(host: str, port: int, run: _Run) -> list[str]:
-    loop = asyncio.get_running_loop()
     started = time.monotonic()
+    run.lookup = Lookup()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await run.lookup.getaddrinfo(host, port)
     except socket.gaierror as exc:
         raise ProbeFailure("dns", f"cannot resolve {host}: {exc.strerror or exc}") from None
     except UnicodeError as exc:  # an invalid IDNA name
@@ -309,7 +329,10 @@ async def _tcp_connect(addresses: list[str], port: int, run: _Run
             except TimeoutError:  # the kernel gave up (ETIMEDOUT), not our deadline
                 timed_out = True
                 errors.append(f"{address}: timed out")
-            except OSError as exc:  # unreachable host or network
+            except OSError as exc:  # unreachable host or network, or ours
+                own = own_exhaustion(exc, f"connecting to {address}:{port}")
+                if own is not None:
+                    raise own from None
                 errors.append(f"{address}: {exc.strerror or exc}")
             else:
                 run.trace(f"* connected to {address}:{port} "
@@ -613,9 +636,9 @@ async def _exchange(connection: Connection, request: Request, authority: str, ta
     headers = _request_head(request, authority)
     out = _encode_request(request.method, target, headers, request.body)
     if run.trace_on:
-        run.trace(f"> {request.method} {target} HTTP/1.1")
+        run.trace(f"> {request.method} {mask_query(target, run.public_query)} HTTP/1.1")
         for name, value in headers:
-            run.trace(_trace_header(">", name, value))
+            run.trace(_trace_header(">", name, value, run.public_query))
     run.stage = "ttfb"
     run.bytes_in = 0
     try:
@@ -641,7 +664,7 @@ async def _exchange(connection: Connection, request: Request, authority: str, ta
         if run.trace_on:
             run.trace(f"< HTTP/{version} {status} {reason}")
             for name, value in fields:
-                run.trace(_trace_header("<", name, value))
+                run.trace(_trace_header("<", name, value, run.public_query))
         on_head(response)
         # A redirect about to be followed (or to fail the run as one too
         # many) is judged by its head alone: its body is not read.
@@ -703,7 +726,7 @@ async def fetch(
 
     Raises ProbeFailure (see the module docstring); never retries.
     """
-    run = _Run(ctx)
+    run = _Run(ctx, request.public_query)
     first_host = _split(request.url).hostname
     history: list[Response] = []
 
@@ -795,4 +818,5 @@ def _redirected(request: Request, status: int, url: str) -> Request:
     if _origin(url) != _origin(request.url):
         # Credentials are not handed to another origin.
         headers = [(n, v) for n, v in headers if n.lower() not in _CREDENTIAL_HEADERS]
-    return Request(url=url, method=method, headers=headers, body=body)
+    return Request(url=url, method=method, headers=headers, body=body,
+                   public_query=request.public_query)

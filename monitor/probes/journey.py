@@ -47,7 +47,7 @@ from typing import Any, ClassVar, NoReturn
 import aiohttp
 
 from monitor import USER_AGENT
-from monitor.config.common import Auth, TLSOptions, classify_origin
+from monitor.config.common import Auth, TLSOptions, classify_origin, mask_query
 from monitor.config.journey import (
     Extractor,
     HttpStep,
@@ -70,6 +70,7 @@ from monitor.probes.base import (
     response_series,
     zero,
 )
+from monitor.probes.exhaustion import own_exhaustion
 from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
 
@@ -223,11 +224,12 @@ class _Walk:
                 headers["Content-Type"] = "application/json"
         elif action.body is not None:
             data = self._render(action.body.get_secret_value()).encode()
-        self._trace(step, f"> {action.method} {url}")
+        shown = mask_query(url, self.config.public_query)
+        self._trace(step, f"> {action.method} {shown}")
         for name, value in headers.items():
             self._trace(step, f"> {name}: {value}")
         headers.update(await self._id_token(step, action.auth))
-        self.waiting = f"waiting for the response to {action.method} {url}"
+        self.waiting = f"waiting for the response to {action.method} {shown}"
         session = self._session()
         try:
             # aiohttp gives up when the count of redirects reaches its
@@ -239,7 +241,7 @@ class _Walk:
                 ssl=self.probe.ssl_context(action.tls), server_hostname=action.tls.server_name,
             ) as response:
                 self._trace(step, f"< HTTP {response.status} {response.reason or ''}".rstrip())
-                self.waiting = f"reading the body of {action.method} {url}"
+                self.waiting = f"reading the body of {action.method} {shown}"
                 body = await _read_body(response, action.max_body_bytes)
                 charset = response.charset or "utf-8"
         except aiohttp.TooManyRedirects:
@@ -275,11 +277,12 @@ class _Walk:
     async def _ws_connect(self, step: Step, action: WsConnectStep) -> None:
         url = self._render(action.url)
         headers = {k: self._render(v.get_secret_value()) for k, v in action.headers.items()}
-        self._trace(step, f"> GET {url} (WebSocket upgrade)")
+        shown = mask_query(url, self.config.public_query)
+        self._trace(step, f"> GET {shown} (WebSocket upgrade)")
         for name, value in headers.items():
             self._trace(step, f"> {name}: {value}")
         headers.update(await self._id_token(step, action.auth))
-        self.waiting = f"waiting for the upgrade of {url}"
+        self.waiting = f"waiting for the upgrade of {shown}"
         session = self._session()
         try:
             ws = await session.ws_connect(
@@ -561,6 +564,9 @@ def _closed(ws: aiohttp.ClientWebSocketResponse) -> NoReturn:
 
 def classify(exc: BaseException) -> tuple[Reason, str]:
     """An aiohttp or socket error -> (reason, detail)."""
+    own = own_exhaustion(exc)
+    if own is not None:
+        return own.reason, own.detail
     if isinstance(exc, _DNS_ERROR):
         return "dns", f"cannot resolve {exc.host}"
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):

@@ -52,6 +52,7 @@ from monitor.probes.base import (
     Sample,
     response_series,
 )
+from monitor.probes.exhaustion import Lookup
 from monitor.probes.httpclient import Request, Response, fetch
 from monitor.probes.idtoken import with_id_token
 
@@ -68,8 +69,7 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 async def resolve_addresses(host: str, port: int) -> list[str]:
     """Every A and AAAA address of ``host``, IPv4 first, each sorted."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = await Lookup().getaddrinfo(host, port)
     addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
     return [str(a) for a in sorted(addresses, key=lambda a: (a.version, a))]
 
@@ -131,7 +131,8 @@ class LbProbe(Probe):
         self.backends = BackendLabels(config.max_backends)
         body = config.body.get_secret_value().encode() if config.body is not None else None
         self._request = Request(url=config.url, method=config.method,
-                                headers=header_items(config.headers), body=body)
+                                headers=header_items(config.headers), body=body,
+                                public_query=frozenset(config.public_query))
 
     def initial_samples(self) -> list[Sample]:
         return response_series(rule.name for rule in self.config.origins)

@@ -75,7 +75,8 @@ class LoadProbe(Probe):
         super().__init__(config)
         body = config.body.get_secret_value().encode() if config.body is not None else None
         self._request = Request(url=config.url, method=config.method,
-                                headers=header_items(config.headers), body=body)
+                                headers=header_items(config.headers), body=body,
+                                public_query=frozenset(config.public_query))
 
     def initial_samples(self) -> list[Sample]:
         return [*(zero(REQUESTS, code=code) for code in INITIAL_CODES),

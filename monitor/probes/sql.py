@@ -89,6 +89,7 @@ import structlog
 from monitor.config.sql import SqlProbeConfig, SqlTLS
 from monitor.config.types import format_duration
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
+from monitor.probes.exhaustion import own_exhaustion
 
 log = structlog.get_logger("monitor.probes.sql")
 
@@ -736,6 +737,9 @@ _PG_FIRST_BYTES = frozenset(b"REvSN")
 
 def classify(exc: BaseException, stage: str, marks: Marks) -> tuple[Reason, str]:
     """A driver's exception -> (reason, detail). Unknown ones are re-raised as bugs."""
+    own = own_exhaustion(exc)
+    if own is not None:
+        return own.reason, own.detail
     in_connect = stage in _CONNECT_STAGES
     foreign = _foreign_answer(marks) if in_connect else ""
     if foreign:

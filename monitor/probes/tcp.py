@@ -34,6 +34,7 @@ from typing import Any
 from monitor.config.tcp import TcpProbeConfig
 from monitor.config.types import split_host_port
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext
+from monitor.probes.exhaustion import Lookup, executor_full, own_exhaustion
 
 # Bytes of an unexpected answer shown in the detail.
 PREVIEW_BYTES = 64
@@ -43,11 +44,17 @@ CLOSE_SECONDS = 1.0
 SockAddr = tuple[Any, ...]
 
 
-async def resolve(host: str, port: int) -> list[SockAddr]:
-    """Every TCP address of ``host``, in resolver order (raises ProbeFailure dns)."""
-    loop = asyncio.get_running_loop()
+async def resolve(host: str, port: int, timeout: float | None = None) -> list[SockAddr]:
+    """Every TCP address of ``host``, in resolver order, within ``timeout``
+    (raises ProbeFailure: dns, or error when the lookup never started)."""
+    lookup = Lookup()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        async with asyncio.timeout(timeout):
+            infos = await lookup.getaddrinfo(host, port)
+    except TimeoutError:
+        if not lookup.started:
+            raise executor_full(host, timeout or 0.0) from None
+        raise ProbeFailure("dns", f"no answer from the resolver for {host}") from None
     except socket.gaierror as exc:
         raise ProbeFailure("dns", f"cannot resolve {host}: {exc.strerror}") from None
     except UnicodeError:
@@ -57,8 +64,14 @@ async def resolve(host: str, port: int) -> list[SockAddr]:
     return [info[4] for info in infos]
 
 
+def connect_failure(exc: BaseException, where: str) -> ProbeFailure:
+    """The failure for an exception raised while connecting to ``where``."""
+    own = own_exhaustion(exc, f"connecting to {where}")
+    return own or ProbeFailure(connect_reason(exc), f"{where}: {describe(exc)}")
+
+
 def connect_reason(exc: BaseException) -> Reason:
-    """The failure reason of an exception raised while connecting."""
+    """The failure reason of an exception raised while connecting (not ours)."""
     if isinstance(exc, TimeoutError):
         return "connect_timeout"
     if isinstance(exc, OSError) and exc.errno in (errno.ETIMEDOUT,):
@@ -115,11 +128,7 @@ class TcpProbe(Probe):
         deadline = loop.time() + config.timeout - ctx.elapsed()
 
         start = time.monotonic()
-        try:
-            async with asyncio.timeout_at(deadline):
-                addresses = await resolve(host, port)
-        except TimeoutError:
-            raise ProbeFailure("dns", f"no answer from the resolver for {host}") from None
+        addresses = await resolve(host, port, max(deadline - loop.time(), 0.0))
         ctx.phase("dns", time.monotonic() - start)
         address = addresses[0]
         where = format_address(address)
@@ -130,7 +139,7 @@ class TcpProbe(Probe):
             async with asyncio.timeout_at(deadline):
                 reader, writer = await asyncio.open_connection(address[0], address[1])
         except (OSError, TimeoutError) as exc:
-            raise ProbeFailure(connect_reason(exc), f"{where}: {describe(exc)}") from None
+            raise connect_failure(exc, where) from None
         connect = time.monotonic() - start
         ctx.phase("connect", connect)
         ctx.trace(f"connected in {connect * 1000:.1f} ms")

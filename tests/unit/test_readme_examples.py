@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import trustme
 
 from monitor.config import parse_config
 
@@ -25,7 +26,7 @@ def test_readme_probe_example_loads(block: str, tmp_path: Path) -> None:
     secret = tmp_path / "db-password"
     secret.write_text("x")
     ca = tmp_path / "ca.pem"
-    ca.write_text("not read at load time")
+    trustme.CA().cert_pem.write_to_path(str(ca))  # loaded (so checked) at load time
     text = "probes:\n" + block.replace("/run/secrets/db-password", str(secret)) \
         .replace("/etc/monitor/cloudsql-ca.pem", str(ca))
     config = parse_config(text, environ={"PROBE_PASSWORD": "x"})
