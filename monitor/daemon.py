@@ -164,6 +164,7 @@ class Daemon:
         if self.metrics.rebucket_sql_connect(p.app_timeout for p in selected if p.kind == "sql"):
             # The new histogram starts empty: give the sql probes that stay
             # their zero series back.
+            self.recorder.metric_replaced()
             for name, (probe_config, probe) in self.probes.items():
                 if probe_config.kind == "sql":
                     for sample in probe.registration_samples():
