@@ -17,13 +17,15 @@ from typing import Any
 import structlog
 
 from monitor import __version__
-from monitor.metrics import SPEC_BY_NAME, VERDICT_STATES, Metrics
+from monitor.metrics import SPEC_BY_NAME, SPECS, VERDICT_STATES, Metrics
 from monitor.probes.base import REASONS, Result, Sample
 from monitor.verdict import LevelState, ProbeStats
 from monitor.window import VerdictWindow
 
 log = structlog.get_logger("monitor.recorder")
 
+# Gauges a probe "observes" into: they hold the last run's values.
+LAST_RUN_GAUGES = frozenset(s.name for s in SPECS if s.type == "gauge")
 # Runs judged per probe: the verdict window at short intervals, bounded so
 # that a 1 s interval cannot grow memory without limit (monitor.window keeps
 # them at 9 bytes a run).
@@ -65,7 +67,7 @@ class ProbeState:
     # (metric, label values) -> its prometheus_client child: a run writes
     # about twenty series; looking each up through .labels() cost more than
     # the write itself.
-    children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = field(default_factory=dict)
+    children: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Any, Any]] = field(default_factory=dict)
     # Bumped on every change the status page shows (runs, judgement).
     version: int = 0
 
@@ -145,7 +147,14 @@ class Recorder:
         state.consecutive_failures = 0 if result.ok else state.consecutive_failures + 1
         self._write(state, "monitor_probe_consecutive_failures", (),
                     state.consecutive_failures, "set")
+        last_run: set[str] = set()
         for sample in result.samples:
+            if sample.op == "observe" and sample.metric in LAST_RUN_GAUGES \
+                    and sample.metric not in last_run:
+                last_run.add(sample.metric)  # a phase this run did not reach is 0
+                for (metric, _), (child, _) in state.children.items():
+                    if metric == sample.metric:
+                        child.set(0)
             self._apply(state, sample)
         self._write(state, "monitor_probe_last_run_timestamp_seconds", (),
                     result.started_at + result.duration, "set")
@@ -216,14 +225,17 @@ class Recorder:
 
     def _write(self, state: ProbeState, metric: str, labels: tuple[tuple[str, str], ...],
                value: float, op: str) -> None:
-        child = state.children.get((metric, labels))
-        if child is None:
+        cached = state.children.get((metric, labels))
+        if cached is None:
             spec = SPEC_BY_NAME[metric]
             full = {"probe": state.config.name, "kind": state.config.kind, **dict(labels)}
             values = tuple(str(full[name]) for name in spec.labels)
             child = self.metrics[metric].labels(*values)  # creates the series at zero
-            state.children[(metric, labels)] = child
+            # An observation into a gauge sets it (LAST_RUN_GAUGES).
+            cached = (child, child.set if spec.type == "gauge" else getattr(child, "observe", None))
+            state.children[(metric, labels)] = cached
             state.series.add((metric, values))
+        child, observe = cached
         if op == "touch":
             pass
         elif op == "inc":
@@ -231,4 +243,4 @@ class Recorder:
         elif op == "set":
             child.set(value)
         else:
-            child.observe(value)
+            observe(value)
