@@ -67,7 +67,8 @@ class ProbeState:
     # (metric, label values) -> its prometheus_client child: a run writes
     # about twenty series; looking each up through .labels() cost more than
     # the write itself.
-    children: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Any, Any]] = field(default_factory=dict)
+    children: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Any, Any]] = field(
+        default_factory=dict)
     # Bumped on every change the status page shows (runs, judgement).
     version: int = 0
 
