@@ -69,6 +69,8 @@ class ProbeState:
     # the write itself.
     children: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Any, Any]] = field(
         default_factory=dict)
+    # The series of each last-run gauge (LAST_RUN_GAUGES), to zero per run.
+    last_run: dict[str, list[Any]] = field(default_factory=dict)
     # Bumped on every change the status page shows (runs, judgement).
     version: int = 0
 
@@ -153,9 +155,8 @@ class Recorder:
             if sample.op == "observe" and sample.metric in LAST_RUN_GAUGES \
                     and sample.metric not in last_run:
                 last_run.add(sample.metric)  # a phase this run did not reach is 0
-                for (metric, _), (child, _) in state.children.items():
-                    if metric == sample.metric:
-                        child.set(0)
+                for child in state.last_run.get(sample.metric, ()):
+                    child.set(0)
             self._apply(state, sample)
         self._write(state, "monitor_probe_last_run_timestamp_seconds", (),
                     result.started_at + result.duration, "set")
@@ -207,6 +208,7 @@ class Recorder:
         the children cached from the old one."""
         for state in self.probes.values():
             state.children.clear()
+            state.last_run.clear()
 
     # -- writing ----------------------------------------------------------
     def _apply(self, state: ProbeState, sample: Sample) -> None:
@@ -235,6 +237,8 @@ class Recorder:
             # An observation into a gauge sets it (LAST_RUN_GAUGES).
             cached = (child, child.set if spec.type == "gauge" else getattr(child, "observe", None))
             state.children[(metric, labels)] = cached
+            if metric in LAST_RUN_GAUGES:
+                state.last_run.setdefault(metric, []).append(child)
             state.series.add((metric, values))
         child, observe = cached
         if op == "touch":
