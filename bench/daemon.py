@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import re
 import shutil
 import socket
@@ -66,9 +67,16 @@ SCRAPE_EVERY = 15.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below Linux's ephemeral range (32768-60999): thousands of
+    fresh connections a second leave that range full of TIME_WAIT sockets."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -274,7 +282,12 @@ async def run_daemon(t: Targets, session: aiohttp.ClientSession, probes: int, *,
 
         async def scraper() -> None:
             while True:
-                scrapes.append(await daemon.metrics(session))
+                try:
+                    scrapes.append(await daemon.metrics(session))
+                except aiohttp.ClientError as error:
+                    print(f"scrape failed: {error!r}; again in 0.5 s", flush=True)
+                    await asyncio.sleep(0.5)
+                    continue
                 await asyncio.sleep(SCRAPE_EVERY)
 
         task = asyncio.create_task(scraper())
