@@ -160,15 +160,6 @@ class Daemon:
         self.config = config
         self.recorder.verdict_window = config.global_.verdict_window
         self.redactor.update(config.secrets)
-        selected = self._selected(config)
-        if self.metrics.rebucket_sql_connect(p.app_timeout for p in selected if p.kind == "sql"):
-            # The new histogram starts empty: give the sql probes that stay
-            # their zero series back.
-            for name, (probe_config, probe) in self.probes.items():
-                if probe_config.kind == "sql":
-                    for sample in probe.registration_samples():
-                        if sample.metric == "monitor_sql_connect_duration_seconds":
-                            self.recorder.live(name, sample)
         self.metrics.registry.const_labels = dict(config.global_.labels)  # type: ignore[attr-defined]
         for probe_config, probe, trigger in plan.add:
             self.probes[probe_config.name] = (probe_config, probe)

@@ -426,7 +426,7 @@ async def _drained(proxy: FaultProxy, seconds: float = 5.0) -> bool:
 async def test_secrets_stay_out_of_logs_metrics_and_results(db: Server) -> None:
     """The password is nowhere: logs, /metrics text, details, traces, facts, repr."""
     registry = CollectorRegistry()
-    recorder = Recorder(Metrics(registry, sql_app_timeouts=[2.0]))
+    recorder = Recorder(Metrics(registry))
     good = probe_config(db, burst=2)
     wrong = probe_config(db, password="wrong-" + db.password, name="db-wrong")
     secrets = {db.password, "wrong-" + db.password}
