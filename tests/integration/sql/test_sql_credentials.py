@@ -11,6 +11,7 @@ against real PostgreSQL and MariaDB servers on 127.0.0.1.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -131,6 +132,10 @@ async def test_client_certificate_is_reloaded_when_its_files_change(
     result = await run(config, probe)
     assert result.ok, result.detail
     assert probe._tls.builds == 2  # type: ignore[attr-defined]
+    cert.write_text("not a certificate any more\n")  # a rotation gone wrong
+    broken = await run(config, probe)
+    assert (broken.ok, broken.reason) == (False, "tls"), broken.detail
+    assert "cannot load the TLS files" in broken.detail
 
 
 async def test_mariadb_user_require_x509(
@@ -213,11 +218,12 @@ async def metadata(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeM
 
 
 async def test_google_iam_uses_the_metadata_token_as_the_password(
-    pg: PostgresServer, metadata: tuple[FakeMetadata, Clock],
+    pg: PostgresServer, metadata: tuple[FakeMetadata, Clock], caplog: pytest.LogCaptureFixture,
 ) -> None:
     """auth.google_iam: the access token from the metadata server logs in; it is
     cached, fetched again before it expires, and never logged, traced or detailed."""
     fake, clock = metadata
+    caplog.set_level(logging.DEBUG)  # google-auth's and urllib3's own logs too
     user = "iam_sa"
     first = "ya29.first-" + "a" * 120
     fake.queue = [first, "ya29.second-" + "b" * 120]
@@ -237,7 +243,8 @@ async def test_google_iam_uses_the_metadata_token_as_the_password(
         assert result.ok, result.detail
     assert len(fake.token_calls) == 2
     assert fake.token_calls[0]["scopes"] == SQL_LOGIN_SCOPE
-    haystacks = [repr(logs), repr(config)]
+    haystacks = [repr(logs), repr(config), caplog.text]
+    assert any(e["event"] == "access token fetched" for e in logs)  # we did log something
     for result in results:
         haystacks += [result.detail, *result.trace, repr(result.facts)]
     for token in fake.access_tokens:
