@@ -20,12 +20,10 @@ import structlog
 from monitor import __version__
 from monitor.config import Config, ConfigError, load_config
 from monitor.config.common import TLSOptions
-from monitor.config.sql import SqlTLS
 from monitor.metrics import Metrics
 from monitor.probes import build_probe
 from monitor.probes.base import Probe, ProbeFailure
 from monitor.probes.httpclient import ssl_context
-from monitor.probes.sql import make_ssl_context
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once
@@ -237,8 +235,6 @@ def _build_tls(probe_config: Any) -> None:
     for tls in options:
         if isinstance(tls, TLSOptions):
             ssl_context(tls)
-        elif isinstance(tls, SqlTLS) and tls.mode != "disable":
-            make_ssl_context(tls)
 
 
 def _describe(exc: BaseException) -> str:

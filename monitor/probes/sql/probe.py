@@ -155,6 +155,9 @@ class SqlProbe(Probe):
         self._password = PasswordSource(config)
         self._tls = ContextCache(config.tls)
         self._told: set[str] = set()  # note kinds already logged once
+        # Built now: TLS files that went bad since validation fail the
+        # probe's build (a reload keeps the running config), not every run.
+        self._ssl_context()
 
     def initial_samples(self) -> list[Sample]:
         samples = [Sample(APP_TIMEOUT, (), self.config.app_timeout, "set"), zero(CONNECT),
@@ -168,10 +171,13 @@ class SqlProbe(Probe):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.timeout - ctx.elapsed()
         ctx.set(APP_TIMEOUT, config.app_timeout)
-        ctx.trace(f"connect {config.info_target()} user={config.user} tls={config.tls.mode}")
+        ctx.trace(f"connect {config.info_target()} user={config.user} tls={config.tls.mode}"
+                  + (" auth=google_iam" if config.auth.google_iam else "")
+                  + (" client-cert" if config.tls.cert_file is not None else ""))
 
-        marks = Marks(loop.time())
+        # Before the clock starts: a token fetch is not the database's time.
         login = Login(await self._password.get(), self._ssl_context())
+        marks = Marks(loop.time())
         session = await self._timed_connect(ctx, marks, deadline, login)
         connect_seconds = sum(marks.phases().values())
         failure: tuple[Reason, str] | None = None

@@ -143,6 +143,24 @@ def test_client_certificate_fields(tmp_path: Path) -> None:
                                 "loaded")
 
 
+def test_tls_files_gone_bad_after_validation_fail_the_build(tmp_path: Path) -> None:
+    """A CA file broken between validation and build fails building the probe with
+    reason tls (the daemon then keeps its running config), not every run."""
+    import trustme
+
+    from monitor.probes.base import ProbeFailure
+
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    config = load({"driver": "postgres", "tls": {"mode": "verify-full", "ca_file": str(ca)}})
+    assert isinstance(build_probe(config), SqlProbe)
+    ca.write_text("gone bad\n")
+    with pytest.raises(ProbeFailure) as caught:
+        build_probe(config)
+    assert caught.value.reason == "tls"
+    assert "cannot load the TLS files" in caught.value.detail
+
+
 def test_google_iam_excludes_a_password() -> None:
     """auth.google_iam takes the token as the password: a password as well is refused."""
     found = problems({"driver": "postgres", "password": "x", "auth": {"google_iam": True}})
