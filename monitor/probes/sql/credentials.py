@@ -71,9 +71,10 @@ class PasswordSource:
         self._path: Path | None = None
         self._stamp: tuple[int, int] | None = None
         if config.password_file is not None:
+            # No stamp yet: the first run reads the file again, since it may
+            # have changed between the config's load and now.
             self._path = config.password_file.path
-            self._stamp = _stamp(self._path)
-        self.reads = 0  # how often the file was read again (tests)
+        self.reads = 0  # how often the file was read (tests)
 
     async def get(self) -> str:
         if self._iam:
@@ -100,9 +101,9 @@ class PasswordSource:
         self.reads += 1
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, int]:
     try:
         info = os.stat(path)
     except OSError:
-        return None
+        return (-1, -1)  # gone: the read that follows says why
     return info.st_mtime_ns, info.st_size

@@ -58,11 +58,12 @@ Failure reasons for this kind:
                       names the stage), or it completed but took longer than
                       ``app_timeout``, or so did a burst connect
     auth              wrong password or user, user not allowed from here,
-                      unknown database
+                      unknown database, client certificate missing or refused;
+                      no IAM access token; a password_file gone unreadable
     capacity          the server refused for lack of room: PostgreSQL 53300,
                       MySQL 1040 (also max_user_connections), main or burst
     tls               TLS required but not offered, handshake or verification
-                      failed
+                      failed, the TLS files (CA, client certificate) unloadable
     connection_reset  the connection was reset, or closed before the session
                       was ready (EOF right after connect: how the Cloud SQL
                       Auth Proxy reports that it cannot reach the instance),

@@ -166,8 +166,9 @@ async def test_mariadb_user_require_x509(
 
 
 async def test_password_file_is_read_again_when_it_changes(db: Server, tmp_path: Path) -> None:
-    """A rotated password file is used from the next run on; an unchanged one is not
-    read again; a file that went missing fails with auth, naming the file only."""
+    """A rotated password file is used from the next run on; an unchanged one is read
+    once (the first run) and not again; a file that went missing fails with auth,
+    naming the file only."""
     user, old, new = "rotating", "first-secret-111", "second-secret-2222"
     create = (f"CREATE ROLE {user} LOGIN PASSWORD '{old}'" if isinstance(db, PostgresServer)
               else f"CREATE USER '{user}'@'%' IDENTIFIED BY '{old}'; "
@@ -180,14 +181,14 @@ async def test_password_file_is_read_again_when_it_changes(db: Server, tmp_path:
         probe = build_probe(config)
         assert (await run(config, probe)).ok
         assert (await run(config, probe)).ok
-        assert probe._password.reads == 0  # type: ignore[attr-defined]
+        assert probe._password.reads == 1  # type: ignore[attr-defined]  # first run only
         db.admin(f"ALTER ROLE {user} PASSWORD '{new}'" if isinstance(db, PostgresServer)
                  else f"ALTER USER '{user}'@'%' IDENTIFIED BY '{new}'")
         assert (await run(config, probe)).reason == "auth"  # the file still says old
         secret.write_text(new + "\n")
         result = await run(config, probe)
         assert result.ok, result.detail
-        assert probe._password.reads == 1  # type: ignore[attr-defined]
+        assert probe._password.reads == 2  # type: ignore[attr-defined]
         secret.unlink()
         gone = await run(config, probe, debug=True)
     finally:
