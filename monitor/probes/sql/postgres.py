@@ -80,6 +80,7 @@ class _TimedLoop:
                                 **kwargs: Any) -> Any:
         marks = self._marks
         if marks.tcp_done is not None:  # a later connection (a query cancel)
+            marks.events.append("passthrough")
             return await self._loop.create_connection(protocol_factory, host, port, **kwargs)
         transport, protocol = await self._loop.create_connection(
             protocol_factory, host, port, **kwargs)

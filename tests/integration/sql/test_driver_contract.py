@@ -117,3 +117,19 @@ def test_installed_driver_is_within_the_tested_pin(name: str) -> None:
     assert high == (low[0], low[1] + 1), f"{spec!r} spans more than one minor version"
     installed = tuple(int(part) for part in version(name).split(".")[:2])
     assert installed == low, f"{name} {version(name)} installed, {spec} tested"
+
+
+async def test_postgres_query_cancel_goes_around_the_hook(pg: PostgresServer) -> None:
+    """asyncpg cancels a timed-out query over a second connection on the loop it was
+    given: that one passes the hook (noted, the first connect's marks untouched) and
+    the session is usable after."""
+    marks, session = await _connect(pg, None)
+    assert isinstance(session, postgres.PostgresSession)
+    try:
+        before = list(marks.events)
+        with pytest.raises(TimeoutError):
+            await session.conn.execute("SELECT pg_sleep(5)", timeout=0.2)
+        assert marks.events == [*before, "passthrough"]
+        assert await session.conn.fetchval("SELECT 1") == 1
+    finally:
+        await session.close()
