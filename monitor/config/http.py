@@ -18,7 +18,8 @@ from monitor.config.common import (
     mask_query,
     url_label,
 )
-from monitor.config.types import Duration, Regex, format_duration, shorten
+from monitor.config.expect import ResponseChecks
+from monitor.config.types import Duration, format_duration, shorten
 
 # The body of a probe's response is only checked, never stored whole.
 MAX_BODY_BYTES_CAP = 64 * 1024 * 1024
@@ -64,10 +65,10 @@ def status_expected(expected: tuple[int, ...], code: int) -> bool:
 Status = Annotated[int, Field(ge=100, le=599)]
 
 
-class HttpExpect(Strict):
+class HttpExpect(ResponseChecks):
+    """Status and duration; headers, body regexes and JSON paths (ResponseChecks)."""
+
     status: tuple[Status, ...] = ()  # empty: any 2xx
-    body_regex: Regex | None = None
-    body_not_regex: Regex | None = None
     max_duration: Duration | None = None
 
     def status_ok(self, code: int) -> bool:
