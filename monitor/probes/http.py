@@ -19,7 +19,8 @@ Failure reasons for this kind:
     connection_reset  reset, or closed before a complete response
     timeout           connected, but no complete response within the timeout
     protocol          the peer does not speak HTTP/1.x (invalid status line,
-                      head over 64 KiB, broken chunking)
+                      head over 64 KiB, broken chunking); a gzip or deflate
+                      body that does not decode
     capacity          429 where it was not expected (the platform is out of room)
     http_status       any other status not in ``expect.status`` (default 2xx);
                       or redirects exhausted
@@ -27,9 +28,9 @@ Failure reasons for this kind:
                       bodies are inflated within the cap), a header, body or
                       JSON check of ``expect`` failed (:mod:`monitor.probes.expect`;
                       the detail names the check), slower than ``max_duration``
-    protocol          also: a gzip or deflate body that does not decode
 
-The request goes through :mod:`monitor.probes.httpclient`, which never retries.
+The request goes through :mod:`monitor.probes.httpclient`, which never retries
+and decodes bodies with :mod:`monitor.probes.compression`.
 """
 
 from __future__ import annotations
