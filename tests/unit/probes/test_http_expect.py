@@ -193,3 +193,15 @@ async def test_a_secret_in_a_failing_value_is_redacted() -> None:
     assert result.reason == "assertion"
     assert token not in result.detail
     assert "header x-echo '<redacted>' does not match" in result.detail
+
+
+async def test_the_trace_shows_the_offer_and_both_sizes() -> None:
+    """--debug shows the Accept-Encoding sent and the body's decoded and wire sizes."""
+    async with serve_app(service()) as server:
+        result = await probe(server.url + "/gzip", debug=True)
+    assert result.ok, result.detail
+    decoded = len(json.dumps(STATUS))
+    wire = result.facts["body_wire_bytes"]
+    assert "> Accept-Encoding: gzip, deflate" in result.trace
+    assert any(line.startswith(f"< body ({decoded} bytes, {wire} on the wire): ")
+               for line in result.trace)
