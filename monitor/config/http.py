@@ -120,6 +120,9 @@ class HttpProbeConfig(ProbeBase, HttpRequestFields):
                 f"max_duration ({format_duration(limit)}) exceeds timeout "
                 f"({format_duration(self.timeout)}): it could never fail",
             ))
+        if self.method == "HEAD" and (self.expect.body_regex or self.expect.json_paths):
+            found.append(("expect", "body_regex and json need a body, and a HEAD "
+                                    "response has none: the run could never pass"))
         return found
 
 
