@@ -203,13 +203,6 @@ class Recorder:
                 self.metrics["monitor_verdict"].labels(state=name).set(1 if name == state else 0)
         return state
 
-    def metric_replaced(self) -> None:
-        """A metric object was recreated (the SQL histogram rebucketed): forget
-        the children cached from the old one."""
-        for state in self.probes.values():
-            state.children.clear()
-            state.last_run.clear()
-
     # -- writing ----------------------------------------------------------
     def _apply(self, state: ProbeState, sample: Sample) -> None:
         if (sample.metric, sample.labels) not in state.children:

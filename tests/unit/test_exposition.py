@@ -33,7 +33,7 @@ def test_identical_to_generate_latest_with_constant_labels() -> None:
     """Every metric filled at random, constant labels on: the same bytes."""
     rng = random.Random(7)
     registry = ConstLabelRegistry()
-    metrics = Metrics(registry, sql_app_timeouts=[25.0])
+    metrics = Metrics(registry)
     fill(metrics, rng, probes=5)
     exposition = Exposition(registry)
     assert exposition.render() == generate_latest(registry).decode()
