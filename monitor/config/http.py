@@ -18,6 +18,7 @@ from monitor.config.common import (
     mask_query,
     url_label,
 )
+from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, Regex, format_duration, shorten
 
 # The body of a probe's response is only checked, never stored whole.
@@ -87,6 +88,7 @@ class HttpRequestFields(Strict):
     auth: Auth = Auth()
     max_redirects: Annotated[int, Field(ge=0, le=MAX_REDIRECTS_CAP)] = 10
     max_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES_CAP)] = 1024 * 1024
+    trace_context: TraceContextConfig = TraceContextConfig()
 
     @field_validator("headers")
     @classmethod
