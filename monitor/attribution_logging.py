@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -33,6 +34,9 @@ SCOPES = ("https://www.googleapis.com/auth/logging.read",)
 # A page of 100 LogEntry objects is ~100 KiB; more than this is not an answer.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 MAX_ERROR_CHARS = 200
+# google-auth may quote what it got back in its errors: never a token in a detail.
+_TOKENISH = re.compile(r"ya29\.[A-Za-z0-9._-]+|eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){0,2}"
+                       r"|[A-Za-z0-9_-]{40,}")
 
 
 class LookupFailed(Exception):
@@ -63,8 +67,8 @@ class GoogleToken:
             self._credentials.refresh(google.auth.transport.requests.Request())
         except Exception as exc:  # every google-auth failure is a failed lookup
             self._credentials = None
-            raise LookupFailed(f"no credentials: {type(exc).__name__}: "
-                               f"{str(exc)[:MAX_ERROR_CHARS]}") from None
+            text = _TOKENISH.sub("<redacted>", str(exc))[:MAX_ERROR_CHARS]
+            raise LookupFailed(f"no credentials: {type(exc).__name__}: {text}") from None
 
 
 class LoggingClient:

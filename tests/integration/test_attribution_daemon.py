@@ -168,3 +168,30 @@ async def test_a_slow_or_failing_logging_api_leaves_probe_timing_alone(
     # on 2 shared cores is well within this; an inline lookup would add its
     # whole timeout (2-30 s) to a run.
     assert slower < 1.5 or statistics.median(with_lookups) - statistics.median(without) < 0.003
+
+
+@pytest.mark.usefixtures("adc")
+async def test_reload_turns_attribution_on_and_off(
+        tmp_path: Path, fake: FakeLogging, platform: Served) -> None:
+    """A reload that adds `attribution:` starts the lookups (with zero series
+    for the probes that stay); one that removes it stops them."""
+    daemon = await start(tmp_path, "reload", platform.url)
+    plain = daemon.config_path.read_text()
+    try:
+        assert daemon.attributor is None
+        daemon.config_path.write_text(plain + attribution_block(fake) + "\n")
+        assert await daemon.reload() == []
+        assert daemon.attributor is not None
+        assert daemon.metrics.registry.get_sample_value(
+            METRIC, {"probe": "web", "kind": "http", "attribution": "run:no_instance"}) == 0.0
+        await daemon._run("web")
+        await until(lambda: daemon.metrics.registry.get_sample_value(
+            METRIC, {"probe": "web", "kind": "http",
+                     "attribution": "lb:failed_to_pick_backend"}) == 1.0, "no attribution")
+        daemon.config_path.write_text(plain)
+        assert await daemon.reload() == []
+        assert daemon.attributor is None
+        await daemon._run("web")  # failing runs go on without lookups
+        assert len(fake.calls) == 1
+    finally:
+        await daemon.stop()
