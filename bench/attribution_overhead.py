@@ -31,6 +31,7 @@ from monitor.redact import Redactor
 from monitor.tracecontext import CLOUD_TRACE
 from tests.support.fake_logging import lb_entry, serve_fake_logging
 from tests.support.http_servers import serve_app
+from tests.support.metadata import fake_metadata
 
 PROJECT = "demo-project"
 
@@ -58,13 +59,13 @@ def row(name: str, values: list[float], base: list[float]) -> str:
 async def main(runs: int) -> None:
     tmp = Path(tempfile.mkdtemp())
     async with serve_fake_logging() as ok, serve_fake_logging() as hang, \
-            serve_fake_logging() as failing:
+            serve_fake_logging() as failing, fake_metadata() as metadata:
         hang.fail = "hang"
         failing.fail = 500
-        os.environ["GCE_METADATA_HOST"] = os.environ["GCE_METADATA_IP"] = ok.metadata_host
-        os.environ["CLOUDSDK_CONFIG"] = str(tmp / "gcloud")
+        os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+        os.environ["GCE_METADATA_HOST"] = os.environ["GCE_METADATA_IP"] = metadata.host
         from google.auth.compute_engine import _metadata
-        importlib.reload(_metadata)
+        importlib.reload(_metadata)  # google-auth reads the variable when imported
 
         async def no_backend(request: web.Request) -> web.Response:
             # The same work with and without the header: the server shares the loop.

@@ -13,30 +13,27 @@ DNS lookups share (``loop.getaddrinfo``); a hanging Logging API would then
 delay probes. aiohttp keeps the lookup on the event loop with its own
 timeout. Only the token refresh (about once an hour) runs in a thread.
 
-Credentials: Application Default Credentials through google-auth
-(``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's ADC file, else the metadata
-server at ``GCE_METADATA_HOST``, as on Cloud Run), with the
-``logging.read`` scope.
+Credentials: google-auth, as everywhere in monitor
+(``GOOGLE_APPLICATION_CREDENTIALS``, else the metadata server at
+``GCE_METADATA_HOST``, as on Cloud Run), with the ``logging.read`` scope.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 from typing import Any
 
 import aiohttp
 
 from monitor import USER_AGENT
+from monitor.probes.base import ProbeFailure
+from monitor.probes.idtoken import IdTokenProvider
+from monitor.probes.sql.credentials import fetch_google_access_token
 
 SCOPES = ("https://www.googleapis.com/auth/logging.read",)
 # A page of 100 LogEntry objects is ~100 KiB; more than this is not an answer.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 MAX_ERROR_CHARS = 200
-# google-auth may quote what it got back in its errors: never a token in a detail.
-_TOKENISH = re.compile(r"ya29\.[A-Za-z0-9._-]+|eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){0,2}"
-                       r"|[A-Za-z0-9_-]{40,}")
 
 
 class LookupFailed(Exception):
@@ -44,31 +41,23 @@ class LookupFailed(Exception):
 
 
 class GoogleToken:
-    """An access token from ADC, refreshed in a thread when google-auth says so."""
+    """An access token with the ``logging.read`` scope, from the project's
+    shared token code: the key file of ``GOOGLE_APPLICATION_CREDENTIALS`` when
+    set, else the metadata server (as the sql probe's IAM login and the ID
+    tokens do); cached until 5 minutes before it expires, fetched in a worker
+    thread about once an hour."""
 
-    def __init__(self) -> None:
-        self._credentials: Any = None
-        self._lock = asyncio.Lock()
+    def __init__(self, provider: IdTokenProvider | None = None) -> None:
+        self._provider = provider or IdTokenProvider(
+            fetch_google_access_token, what="a Google access token for scope",
+            event="access token fetched")
 
     async def header(self) -> dict[str, str]:
-        async with self._lock:
-            if self._credentials is None or not self._credentials.valid:
-                await asyncio.to_thread(self._refresh)
-        return {"Authorization": f"Bearer {self._credentials.token}"}
-
-    def _refresh(self) -> None:
-        # Imported here: only configs with attribution pay for google-auth's transport.
-        import google.auth
-        import google.auth.transport.requests
-
         try:
-            if self._credentials is None:
-                self._credentials, _ = google.auth.default(scopes=list(SCOPES))
-            self._credentials.refresh(google.auth.transport.requests.Request())
-        except Exception as exc:  # every google-auth failure is a failed lookup
-            self._credentials = None
-            text = _TOKENISH.sub("<redacted>", str(exc))[:MAX_ERROR_CHARS]
-            raise LookupFailed(f"no credentials: {type(exc).__name__}: {text}") from None
+            token = await self._provider.token(SCOPES[0])
+        except ProbeFailure as failure:  # the provider's detail never holds a token
+            raise LookupFailed(f"no credentials: {failure.detail[:MAX_ERROR_CHARS]}") from None
+        return {"Authorization": f"Bearer {token}"}
 
 
 class LoggingClient:

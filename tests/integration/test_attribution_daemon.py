@@ -5,9 +5,8 @@ the probe's own timing and the daemon alone."""
 
 from __future__ import annotations
 
-import importlib
 import statistics
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from monitor.status import build_status
 from monitor.tracecontext import CLOUD_TRACE
 from tests.support.fake_logging import FakeLogging, lb_entry, serve_fake_logging
 from tests.support.http_servers import Served, serve_app
+from tests.support.metadata import FakeMetadata, fake_metadata, point_google_auth_at
 
 PROJECT = "demo-project"
 METRIC = "monitor_http_failure_attribution_total"
@@ -34,18 +34,19 @@ async def fake() -> AsyncIterator[FakeLogging]:
 
 
 @pytest.fixture
-def adc(fake: FakeLogging, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """ADC resolves to the fake metadata server, as on Cloud Run."""
-    from google.auth.compute_engine import _metadata
+async def metadata(fake: FakeLogging,
+                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMetadata]:
+    """The shared fake metadata server (tests/support/metadata.py), google-auth
+    aimed at it as on Cloud Run; the Logging fake accepts only its tokens."""
+    async with fake_metadata() as served:
+        fake.valid_tokens = served.access_tokens
+        with point_google_auth_at(served.host, monkeypatch):
+            yield served
 
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-    monkeypatch.setenv("GCE_METADATA_HOST", fake.metadata_host)
-    monkeypatch.setenv("GCE_METADATA_IP", fake.metadata_host)
-    importlib.reload(_metadata)
-    yield
-    monkeypatch.undo()
-    importlib.reload(_metadata)
+
+@pytest.fixture
+def adc(metadata: FakeMetadata) -> None:
+    """Credentials come from the fake metadata server."""
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A fake Cloud Logging API and GCE metadata server on 127.0.0.1.
+"""A fake Cloud Logging API on 127.0.0.1.
 
 What it speaks, and where the wire format comes from:
 
@@ -12,9 +12,9 @@ What it speaks, and where the wire format comes from:
 - Errors as Google APIs send them (API design guide, "Errors",
   https://cloud.google.com/apis/design/errors): ``{"error": {"code": 403,
   "message": "...", "status": "PERMISSION_DENIED"}}``.
-- The metadata server's token endpoints, as google-auth calls them
-  (``/computeMetadata/v1/instance/service-accounts/default/?recursive=true``
-  and ``.../token``), which refuse requests without ``Metadata-Flavor: Google``.
+- Credentials: a ``Bearer`` token, which must be one the fake metadata
+  server of tests/support/metadata.py handed out when ``valid_tokens`` is
+  given (401 UNAUTHENTICATED otherwise, as the real API answers).
 
 Filtering: the fake understands the comparisons monitor's filter uses
 (``trace="..."``, ``resource.type="..."`` joined by OR, ``timestamp>=`` and
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,7 +45,6 @@ from typing import Any
 
 from aiohttp import web
 
-TOKEN = "ya29.fake-access-token"
 TROUBLESHOOTING = "https://cloud.google.com/run/docs/troubleshooting"
 NO_INSTANCE = ("The request was aborted because there was no available instance. "
                f"Additional troubleshooting documentation can be found at: "
@@ -129,15 +127,17 @@ class FakeLogging:
     # None: answer; "hang": never answer; an int: that HTTP error.
     fail: str | int | None = None
     hanging: int = 0  # requests waiting in "hang" mode right now
-    token_fetches: int = 0
+    # Tokens the API accepts (the metadata fake's access_tokens); None: any Bearer.
+    valid_tokens: list[str] | None = None
     url: str = ""
-    metadata_host: str = ""
 
     def add(self, *entries: dict[str, Any]) -> None:
         self.entries.extend(entries)
 
     async def entries_list(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not token or (
+                self.valid_tokens is not None and token not in self.valid_tokens):
             return google_error(401, "UNAUTHENTICATED",
                                 "Request had invalid authentication credentials.")
         try:
@@ -183,47 +183,19 @@ class FakeLogging:
             answer["nextPageToken"] = str(start + size)
         return web.json_response(answer)
 
-    # -- the metadata server ----------------------------------------------
-    async def ping(self, request: web.Request) -> web.Response:
-        return web.Response(text="computeMetadata/\n", headers={"Metadata-Flavor": "Google"})
-
-    async def metadata(self, request: web.Request) -> web.Response:
-        if request.headers.get("Metadata-Flavor") != "Google":
-            return web.Response(status=403, text="Missing Metadata-Flavor:Google header.")
-        path = request.match_info["path"]
-        headers = {"Metadata-Flavor": "Google"}
-        if path == "project/project-id":
-            return web.Response(text="demo-project", headers=headers)
-        if path == "instance/service-accounts/default/":
-            info = {"email": "monitor@demo-project.iam.gserviceaccount.com",
-                    "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
-                    "aliases": ["default"]}
-            return web.Response(text=json.dumps(info), content_type="application/json",
-                                headers=headers)
-        if path == "instance/service-accounts/default/token":
-            self.token_fetches += 1
-            return web.Response(text=json.dumps({"access_token": TOKEN, "expires_in": 3599,
-                                                 "token_type": "Bearer"}),
-                                content_type="application/json", headers=headers)
-        return web.Response(status=404, text="not found", headers=headers)
-
 
 @asynccontextmanager
 async def serve_fake_logging() -> AsyncIterator[FakeLogging]:
-    """The fake on 127.0.0.1: ``url`` for ``attribution.endpoint`` and
-    ``metadata_host`` for ``GCE_METADATA_HOST`` / ``GCE_METADATA_IP``."""
+    """The fake on 127.0.0.1; ``url`` is for ``attribution.endpoint``."""
     fake = FakeLogging()
     app = web.Application()
     app.router.add_post("/v2/entries:list", fake.entries_list)
-    app.router.add_get("/", fake.ping)
-    app.router.add_get("/computeMetadata/v1/{path:.*}", fake.metadata)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     fake.url = f"http://127.0.0.1:{port}"
-    fake.metadata_host = f"127.0.0.1:{port}"
     try:
         yield fake
     finally:

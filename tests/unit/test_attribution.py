@@ -12,9 +12,8 @@ on Cloud Run.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.support.fake_logging import (
     run_entry,
     serve_fake_logging,
 )
+from tests.support.metadata import FakeMetadata, fake_metadata, point_google_auth_at
 
 PROJECT = "demo-project"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -44,18 +44,19 @@ async def fake() -> AsyncIterator[FakeLogging]:
 
 
 @pytest.fixture
-def adc(fake: FakeLogging, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """ADC resolves to the fake metadata server (no key file, no gcloud config)."""
-    from google.auth.compute_engine import _metadata
+async def metadata(fake: FakeLogging,
+                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMetadata]:
+    """The shared fake metadata server (tests/support/metadata.py), google-auth
+    aimed at it as on Cloud Run; the Logging fake accepts only its tokens."""
+    async with fake_metadata() as served:
+        fake.valid_tokens = served.access_tokens
+        with point_google_auth_at(served.host, monkeypatch):
+            yield served
 
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-    monkeypatch.setenv("GCE_METADATA_HOST", fake.metadata_host)
-    monkeypatch.setenv("GCE_METADATA_IP", fake.metadata_host)
-    importlib.reload(_metadata)  # google-auth reads the variables when imported
-    yield
-    monkeypatch.undo()
-    importlib.reload(_metadata)
+
+@pytest.fixture
+def adc(metadata: FakeMetadata) -> None:
+    """Credentials come from the fake metadata server."""
 
 
 def settings(fake: FakeLogging, **fields: Any) -> AttributionConfig:
@@ -119,8 +120,8 @@ def test_classify_documented_entries(entries: list[dict[str, Any]], expected: st
     assert attribution == expected and attribution in ATTRIBUTIONS and detail
 
 
-@pytest.mark.usefixtures("adc")
-async def test_filter_names_the_trace_and_the_platform_resources(fake: FakeLogging) -> None:
+async def test_filter_names_the_trace_and_the_platform_resources(
+        fake: FakeLogging, metadata: FakeMetadata) -> None:
     """The request names projects/P/traces/T, both resource types, newest first."""
     fake.add(lb_entry(PROJECT, TRACE, 502, "failed_to_pick_backend"),
              lb_entry(PROJECT, "0" * 31 + "1", 502, "backend_timeout"))
@@ -139,7 +140,9 @@ async def test_filter_names_the_trace_and_the_platform_resources(fake: FakeLoggi
     assert 'resource.type="http_load_balancer"' in call["filter"]
     assert 'resource.type="cloud_run_revision"' in call["filter"]
     assert call["orderBy"] == "timestamp desc"
-    assert fake.token_fetches == 1
+    # One access token, with the read-only logging scope.
+    assert [c.get("scopes") for c in metadata.token_calls] == [
+        "https://www.googleapis.com/auth/logging.read"]
 
 
 def test_filter_bounds_the_time() -> None:
