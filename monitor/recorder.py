@@ -50,12 +50,14 @@ class RecentResult:
     facts: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass
 class RecentFailure:
     probe: str
     started_at: float
     reason: str | None
     detail: str
+    trace_id: str | None = None
+    attribution: Any = None
 
 
 @dataclass
@@ -167,7 +169,8 @@ class Recorder:
         ))
         if not result.ok:
             self.recent_failures.append(RecentFailure(
-                result.probe, result.started_at, result.reason, result.detail))
+                result.probe, result.started_at, result.reason, result.detail,
+                result.facts.get("trace_id"), result.facts.get("attribution")))
         state.version += 1
         self.window.append(result.probe, result.started_at, result.ok)
         self.update_verdict()
@@ -177,6 +180,23 @@ class Recorder:
         state = self.probes.get(name)
         if state is not None:
             self._apply(state, sample)
+
+    def attributed(self, name: str, trace_id: str, attribution: str, detail: str) -> None:
+        """A failed run's attribution (monitor.attribution): counted, and shown
+        with the run in the ring if it is still there."""
+        state = self.probes.get(name)
+        if state is None:
+            return
+        self._write(state, "monitor_http_failure_attribution_total",
+                    (("attribution", attribution),), 1, "inc")
+        for recent in reversed(state.ring):
+            if recent.facts.get("trace_id") == trace_id:
+                recent.facts.update(attribution=attribution, attribution_detail=detail)
+                state.version += 1  # the status page's entry shows it
+                break
+        for failure in self.recent_failures:
+            if failure.trace_id == trace_id:
+                failure.attribution = attribution
 
     def skipped(self, name: str) -> None:
         state = self.probes.get(name)

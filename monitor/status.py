@@ -10,7 +10,8 @@ Shape (documented in docs/api-status.md)::
                  "interval_seconds", "state", "runs", "failures",
                  "success_ratio", "last": {...} | null,
                  "recent": [{"t", "ok", "duration_seconds", "reason"}]}],
-     "recent_failures": [{"probe", "t", "reason", "detail"}]}
+     "recent_failures": [{"probe", "t", "reason", "detail", "trace_id",
+                          "attribution"}]}
 
 ``probes`` can be narrowed (``StatusQuery``): by state, by a substring of
 the name, ordered worst first, one page at a time; the status page asks for
@@ -123,7 +124,8 @@ class StatusBuilder:
             "probes": selected[query.offset:end],
             "recent_failures": [
                 {"probe": f.probe, "t": f.started_at, "reason": f.reason,
-                 "detail": self.redactor.text(f.detail)}
+                 "detail": self.redactor.text(f.detail), "trace_id": f.trace_id,
+                 "attribution": f.attribution}
                 for f in reversed(recorder.recent_failures)
             ],
         }
