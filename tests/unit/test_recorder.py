@@ -202,3 +202,22 @@ def test_status_of_a_probe_follows_its_window_and_recent_failures() -> None:
     recorder.forget("web")
     body = builder.build({})
     assert body["recent_failures"] == [] and [p["name"] for p in body["probes"]] == ["cert"]
+
+
+def test_a_late_attribution_reaches_recent_failures_and_the_status_entry() -> None:
+    """attributed() after the run: the failure in recent_failures and the probe's
+    kept status entry both show it."""
+    from monitor.redact import Redactor
+    from monitor.status import StatusBuilder
+
+    _, _, recorder, _ = setup()
+    builder = StatusBuilder(recorder, Redactor())
+    ctx = RunContext("web", "http")
+    ctx.facts["trace_id"] = "4bf92f3577b34da6a3ce929d0e0e4736"
+    recorder.record(ctx.failure("http_status", "status 503"))
+    assert builder.build({})["recent_failures"][0]["attribution"] is None
+    recorder.attributed("web", "4bf92f3577b34da6a3ce929d0e0e4736", "run:no_instance", "x")
+    body = builder.build({})
+    assert body["recent_failures"][0]["attribution"] == "run:no_instance"
+    web = next(p for p in body["probes"] if p["name"] == "web")
+    assert web["last"]["facts"]["attribution"] == "run:no_instance"
