@@ -5,12 +5,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
-from typing import Literal
 
+from monitor.config.net import IpFamily
 from monitor.net.exhaustion import Lookup
 from monitor.probes.base import ProbeFailure
 
-IpFamily = Literal["ipv4", "ipv6", "any"]
 FAMILIES: dict[str, int] = {
     "ipv4": socket.AF_INET,
     "ipv6": socket.AF_INET6,

@@ -55,6 +55,7 @@ from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from monitor import USER_AGENT
 from monitor.config.common import TLSOptions, mask_query
+from monitor.config.http import HttpRequestFields, request_body
 from monitor.net.connect import (
     READ_SIZE,
     Progress,
@@ -134,6 +135,13 @@ class Response:
 
 
 ResponseHook = Callable[[Response], None]
+
+
+def request_of(fields: HttpRequestFields) -> Request:
+    """The Request of a fixed request model (http, lb, load): built once per config."""
+    body, headers = request_body(fields)
+    return Request(url=fields.url, method=fields.method, headers=headers, body=body,
+                   public_query=frozenset(fields.public_query))
 
 
 def _trace_header(prefix: str, name: str, value: str, public_query: frozenset[str]) -> str:
