@@ -113,39 +113,44 @@ def classify(exc: BaseException, stage: Stage, where: str) -> ProbeFailure:
             and exc.errno == errno.EADDRNOTAVAIL:
         return ProbeFailure("error", f"ours, not the target's: no local address or port "
                                      f"left (EADDRNOTAVAIL) while connecting to {where}")
-    return ProbeFailure(reason, f"{where}: {describe(exc, stage)}")
+    return ProbeFailure(reason, f"{_DOING[stage]} {where}: {what(exc)}")
 
 
 def describe(exc: BaseException, stage: Stage = "receive") -> str:
-    """A short, secret-free description of a network exception."""
+    """A short, secret-free description of a network exception, with its stage."""
+    text = what(exc)
+    return text if isinstance(exc, asyncio.IncompleteReadError) else \
+        f"{text} while {_doing(stage)}"
+
+
+def what(exc: BaseException) -> str:
+    """What happened, in a few words (no secrets: no data, only errno texts)."""
     if isinstance(exc, TimeoutError):
-        return f"no answer within the timeout ({_doing(stage)})"
+        return "no answer within the timeout"
     if isinstance(exc, asyncio.IncompleteReadError):
         return f"closed by the peer after {len(exc.partial)} of {exc.expected} bytes"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate rejected: {exc.verify_message or exc.reason or exc}"
     if isinstance(exc, ssl.SSLEOFError):
-        return f"closed by the peer while {_doing(stage)}"
+        return "closed by the peer"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS error while {_doing(stage)}: {exc.reason or exc}"
+        return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve: {exc.strerror or exc}"
-    if isinstance(exc, ConnectionResetError) and stage == "connect":
-        return "accepted, then reset by the peer at once"
     if isinstance(exc, OSError) and exc.errno:
         # os.strerror, not exc.strerror: asyncio's says "Connect call failed (...)".
-        return f"{os.strerror(exc.errno).lower()} while {_doing(stage)}"
+        return os.strerror(exc.errno).lower()
     if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror.lower()} while {_doing(stage)}"
+        return exc.strerror.lower()
     if isinstance(exc, ProtocolError | TooLarge | Closed) and str(exc):
         return str(exc)
-    return f"{type(exc).__name__} while {_doing(stage)}"
+    return type(exc).__name__
 
 
 _DOING: dict[str, str] = {
     "dns": "resolving",
     "connect": "connecting to",
-    "tls": "in the TLS handshake with",
+    "tls": "TLS handshake with",
     "send": "sending to",
     "receive": "waiting for the answer of",
 }
@@ -153,6 +158,8 @@ _DOING: dict[str, str] = {
 
 def _doing(stage: Stage) -> str:
     """The stage as it reads after "while": "connecting", "sending"."""
+    if stage == "tls":
+        return "in the TLS handshake"
     return _DOING[stage].rsplit(" ", 1)[0] if stage != "dns" else "resolving"
 
 

@@ -10,7 +10,7 @@ from monitor.config.net import IpFamily
 from monitor.net.exhaustion import Lookup
 from monitor.probes.base import ProbeFailure
 
-FAMILIES: dict[str, int] = {
+FAMILIES: dict[str, socket.AddressFamily] = {
     "ipv4": socket.AF_INET,
     "ipv6": socket.AF_INET6,
     "any": socket.AF_UNSPEC,

@@ -318,7 +318,7 @@ async def fetch(
     max_body_bytes: int = 1024 * 1024,
     on_response: ResponseHook | None = None,
     ip_family: IpFamily = "any",
-    phases: dict[str, float] | None = None,
+    progress: Progress | None = None,
 ) -> Response:
     """Send ``request`` on a fresh connection and return the final response.
 
@@ -331,11 +331,12 @@ async def fetch(
     as it arrives (count them there). With ``ctx`` the phases are added to
     the run and, in debug mode, the trace gets phases and both heads with
     credential headers masked. ``ip_family`` filters what the host resolves
-    to; ``phases`` is a dict the timings are added to (a journey's steps).
+    to; ``progress`` is the caller's, to read the stage a deadline of its own
+    hit and to sum phases over several fetches (a journey's steps).
 
     Raises ProbeFailure (see the module docstring); never retries.
     """
-    run = Progress(ctx, request.public_query, phases)
+    run = progress if progress is not None else Progress(ctx, request.public_query)
     first_host = _split(request.url).hostname
     history: list[Response] = []
 

@@ -337,7 +337,7 @@ async def test_connection_refused_names_the_step() -> None:
         url = server.url
     result = await walk([{"name": "login", "http": {"url": f"{url}/auth/login"}}])
     assert result.reason == "connect_refused"
-    assert result.detail.startswith("step 'login': connection to 127.0.0.1:")
+    assert result.detail.startswith("step 'login': connecting to 127.0.0.1:")
 
 
 def test_default_timeout_sums_step_timeouts() -> None:
@@ -386,7 +386,7 @@ async def test_https_and_wss_with_a_private_ca(tmp_path: Path) -> None:
         steps[1]["ws_connect"]["tls"] = {"ca_file": str(ca_file)}
         verified = await walk(steps)
     assert unverified.reason == "tls"
-    assert unverified.detail.startswith("step 'login': TLS handshake failed")
+    assert unverified.detail.startswith("step 'login': TLS handshake with 127.0.0.1:")
     assert verified.ok, verified.detail
 
 
@@ -426,6 +426,6 @@ async def test_redirects_are_counted(max_redirects: int, reason: str | None,
     assert result.reason == reason, result.detail
     assert samples(result, RESPONSES) == counted
     if reason and max_redirects:
-        assert result.detail == "step 'go': redirects ran out after 2 (max_redirects)"
+        assert result.detail.startswith("step 'go': stopped after 2 redirects (max_redirects)")
     elif reason:
         assert result.detail == "step 'go': expected status 2xx, got 302"
