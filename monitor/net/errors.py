@@ -134,7 +134,7 @@ def what(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLEOFError):
         return "closed by the peer"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
+        return f"TLS error: {getattr(exc, 'reason', None) or exc}"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve: {exc.strerror or exc}"
     if isinstance(exc, OSError) and exc.errno:
