@@ -118,8 +118,9 @@ async def resolve_timed(host: str, port: int, progress: Progress,
         addresses = await resolve(host, port, family, progress.lookup)
     finally:  # failed or cut short, the time was spent in this phase
         progress.phase("dns", time.monotonic() - started)
-    progress.trace(f"* dns {host} -> {', '.join(addresses)} "
-                   f"({ms(time.monotonic() - started)})")
+    if progress.trace_on:
+        progress.trace(f"* dns {host} -> {', '.join(addresses)} "
+                       f"({ms(time.monotonic() - started)})")
     return addresses
 
 
@@ -141,8 +142,9 @@ async def tcp_connect(addresses: list[str], port: int, progress: Progress,
                     raise failure from None
                 failures.append(failure)
             else:
-                progress.trace(f"* connected to {format_address(address, port)} "
-                               f"({ms(time.monotonic() - started)})")
+                if progress.trace_on:  # not even the f-string when nobody reads it
+                    progress.trace(f"* connected to {format_address(address, port)} "
+                                   f"({ms(time.monotonic() - started)})")
                 return reader, writer, address
     finally:
         progress.phase("connect", time.monotonic() - started)
@@ -184,8 +186,11 @@ async def open_stream(host: str, port: int, progress: Progress, *, tls: TLSOptio
     context = client_context(tls, alpn) if use_tls else None  # bad files: before connecting
     if connect_address is not None:
         addresses = [connect_address]
-    elif ip_literal(host) is not None:  # no lookup, no dns phase
-        addresses = await resolve(host, port, family)
+    elif (literal := ip_literal(host)) is not None:  # no lookup, no dns phase
+        if family != "any" and family != f"ipv{literal}":
+            raise ProbeFailure("dns", f"{host} is an IPv{literal} address, but ip_family "
+                                      f"is {family}")
+        addresses = [host]
     else:
         addresses = await resolve_timed(host, port, progress, family)
     reader, writer, address = await tcp_connect(addresses, port, progress)
