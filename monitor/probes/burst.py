@@ -21,9 +21,11 @@ lies somewhere above the top step and is unknown. Every socket of a step is
 closed before the next step starts, and all of them when the run ends or is
 cancelled.
 
-In url mode the host is resolved once per run and every connection goes to
-that address with the URL's Host and SNI (so a step measures the path, not
-the resolver); redirects are not followed, and a status outside
+The host is resolved once per run (:mod:`monitor.net`, filtered by
+``ip_family``) and the run pinned to its first address, so a step measures
+the path, not the resolver. In url mode every connection goes to that
+address with the URL's Host and SNI; redirects are not followed, and a
+status outside
 ``expect_status`` (default 2xx) makes the connection ``failed``, with cause
 ``capacity`` for 429 (Cloud Run at max instances) or ``http_status``.
 

@@ -35,10 +35,12 @@ Failures raise :class:`~monitor.probes.base.ProbeFailure` with one reason:
     protocol          not HTTP: invalid status line, head over 64 KiB,
                       broken chunking
     http_status       redirects exhausted (``max_redirects``)
-    assertion         body larger than ``max_body_bytes``
+    assertion         body larger than ``max_body_bytes``; a header value
+                      with a line break (a journey's extracted variable)
 
 Nothing is ever retried and no connection or DNS answer is reused.
-Other kinds (lb, load, burst with url) call :func:`fetch` directly;
+Other kinds (lb, load, burst with url, journey's http steps) call
+:func:`fetch` directly;
 ``ctx`` is optional for them (without it nothing is traced or recorded
 into a run, and :attr:`Response.phases` still holds the timings).
 """
