@@ -66,7 +66,15 @@ from monitor.net.connect import (
     open_connection,
     open_stream,
 )
-from monitor.net.errors import Closed, ProtocolError, TooLarge, describe
+from monitor.net.errors import (
+    Closed,
+    ProtocolError,
+    Stage,
+    TooLarge,
+    classify,
+    reason_of,
+    what,
+)
 from monitor.net.http1 import MAX_HEAD_BYTES, Data, Head, ResponseParser
 from monitor.net.resolve import IpFamily, ip_literal
 from monitor.net.tlsctx import HTTP_ALPN
@@ -230,8 +238,8 @@ async def _exchange(connection: Stream, request: Request, authority: str, target
         connection.writer.write(out)
         await connection.writer.drain()
     except (OSError, ssl.SSLError) as exc:  # resets, and ICMP errors on an open socket
-        raise ProbeFailure("connection_reset", f"connection to {run.target} lost while "
-                           f"sending the request: {describe(exc, 'send')}") from None
+        raise _lost(exc, "send", run, f"connection to {run.target} lost while sending the "
+                    f"request: {what(exc)}") from None
     sent = time.monotonic()
     first_byte = sent
     parser = ResponseParser(request.method, max_body_bytes)
@@ -274,7 +282,7 @@ async def _exchange(connection: Stream, request: Request, authority: str, target
         raise ProbeFailure("connection_reset",
                            f"connection to {run.target} closed {exc}") from None
     except (OSError, ssl.SSLError) as exc:  # resets, and ICMP errors on an open socket
-        raise ProbeFailure("connection_reset", _lost_detail(run, response, exc)) from None
+        raise _lost(exc, "receive", run, _lost_detail(run, response, exc)) from None
     assert response is not None
     run.phase("transfer", time.monotonic() - first_byte)
     if read_body:
@@ -298,6 +306,13 @@ def _response(head: Head, request: Request, connection: Stream, run: Progress) -
     return response
 
 
+def _lost(exc: BaseException, stage: Stage, run: Progress, detail: str) -> ProbeFailure:
+    """The one classifier's reason for an error on the open connection; ours
+    (ENOBUFS, ...) says so in its own detail."""
+    reason = reason_of(exc, stage)
+    return classify(exc, stage, run.target) if reason == "error" else ProbeFailure(reason, detail)
+
+
 def _lost_detail(run: Progress, response: Response | None, error: Exception) -> str:
     if not run.bytes_in:
         where = "before any response byte"
@@ -305,7 +320,7 @@ def _lost_detail(run: Progress, response: Response | None, error: Exception) -> 
         where = "inside the response head"
     else:
         where = "before the end of the body"
-    return f"connection to {run.target} lost {where}: {describe(error)}"
+    return f"connection to {run.target} lost {where}: {what(error)}"
 
 
 # -- the public request ----------------------------------------------------------------
