@@ -80,19 +80,15 @@ from monitor.net.resolve import IpFamily, ip_literal
 from monitor.net.tlsctx import HTTP_ALPN
 from monitor.net.tlsctx import client_context as ssl_context
 from monitor.probes.base import ProbeFailure, RunContext
+from monitor.redact import MASK, SENSITIVE_HEADERS
 
 # Shown in --debug traces (DESIGN.md: at most 4 KiB of a body is kept).
 TRACE_BODY_BYTES = 4096
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Headers whose values never reach a trace line, whatever the config says.
-SENSITIVE_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
-})
 # Headers whose values are URLs: their query values are masked in traces.
 URL_HEADERS = frozenset({"location", "content-location", "referer"})
 # Headers not sent on to another origin when a redirect leaves it.
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-_MASK = "<redacted>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +153,7 @@ def request_of(fields: HttpRequestFields) -> Request:
 def _trace_header(prefix: str, name: str, value: str, public_query: frozenset[str]) -> str:
     lower = name.lower()
     if lower in SENSITIVE_HEADERS:
-        shown = _MASK
+        shown = MASK
     elif lower in URL_HEADERS:  # a redirect to a signed URL carries its signature
         shown = mask_query(value, public_query)
     else:
