@@ -429,3 +429,22 @@ async def test_redirects_are_counted(max_redirects: int, reason: str | None,
         assert result.detail.startswith("step 'go': stopped after 2 redirects (max_redirects)")
     elif reason:
         assert result.detail == "step 'go': expected status 2xx, got 302"
+
+
+async def test_http_steps_export_the_phases_of_kind_http() -> None:
+    """http steps run on the house client: their dns/connect/ttfb/transfer phases are
+    summed over the run into monitor_http_phase_duration_seconds, once per phase."""
+    async with serve_app(redirecting_app()) as served:
+        steps = [{"name": "one", "http": {"url": f"{served.url}/end"}},
+                 {"name": "two", "http": {"url": f"{served.url}/end"}}]
+        cfg, redactor = load(steps)
+        probe = JourneyProbe(cfg)
+        result = await run_once(probe, cfg, redactor=redactor)
+    assert result.ok, result.detail
+    phases = [dict(s.labels)["phase"] for s in result.samples
+              if s.metric == "monitor_http_phase_duration_seconds"]
+    assert sorted(phases) == ["connect", "transfer", "ttfb"]  # an IP literal: no dns
+    assert served.connections == 2  # a fresh connection per step, nothing reused
+    registered = {dict(s.labels).get("phase") for s in probe.registration_samples()
+                  if s.metric == "monitor_http_phase_duration_seconds"}
+    assert registered == {"dns", "connect", "tls", "ttfb", "transfer"}
