@@ -122,19 +122,22 @@ def kinds(nginx: Nginx, who: str | None) -> dict[str, dict[str, Any]]:
         "lb": {"name": "l", "kind": "lb", "url": url, "tls": options, "requests": 2},
         "burst": {"name": "b", "kind": "burst", "url": url, "tls": options, "steps": [2],
                   "interval": "5m", "step_timeout": "1s", "slow_threshold": "900ms"},
+        "load": {"name": "o", "kind": "load", "url": url, "tls": options, "rate": 4,
+                 "duration": "1s", "request_timeout": "1s", "interval": "10m",
+                 "max_error_ratio": 0},
         "journey": {"name": "j", "kind": "journey", "steps": [
             {"name": "get", "http": {"url": url, "tls": options,
                                      "expect": {"body_regex": "client SUCCESS"}}}]},
     }
 
 
-@pytest.mark.parametrize("kind", ["http", "lb", "burst", "journey"])
+@pytest.mark.parametrize("kind", ["http", "lb", "load", "burst", "journey"])
 async def test_with_the_client_certificate_nginx_answers(nginx: Nginx, kind: str) -> None:
     result = await run(kinds(nginx, "client")[kind])
     assert result.ok, result.detail
 
 
-@pytest.mark.parametrize("kind", ["http", "lb", "burst", "journey"])
+@pytest.mark.parametrize("kind", ["http", "lb", "load", "burst", "journey"])
 @pytest.mark.parametrize("who", [None, "stranger"])
 async def test_without_a_trusted_certificate_nginx_refuses(nginx: Nginx, kind: str,
                                                            who: str | None) -> None:
