@@ -181,7 +181,7 @@ async def test_one_reason_per_condition(condition: str, kind: str) -> None:
     assert (result.ok, result.reason) == (False, expected), result.detail
 
 
-@pytest.mark.parametrize("kind", ["http", "lb", "tcp", "burst", "journey", "journey_ws", "tls", "sql"])
+@pytest.mark.parametrize("kind", KINDS)
 async def test_accept_then_reset_is_never_refused(kind: str) -> None:
     """Issue 14's verified bug: the reset lands at connect or after it depending on
     timing (before the fix, 198 of 200 http fetches against this server were
