@@ -16,7 +16,8 @@ registry state (tests/unit/test_exposition.py compares both). It reads
 prometheus_client's metric objects through attributes that library does not
 document (``_metrics``, ``_value``, ``_buckets``, ...); that test fails first
 if a new version changes them. Collectors other than Counter, Gauge and
-Histogram go through their own ``collect()``.
+Histogram (and their subclasses in monitor.metrics) go through their own
+``collect()``.
 
 Figures (bench/daemon.py, 1000 http probes on this repository's machine):
 see the README's Performance section.
@@ -106,7 +107,7 @@ class Exposition:
         with self.registry._lock:
             collectors = list(self.registry._collector_to_names)
         for collector in collectors:
-            if type(collector) in (Counter, Gauge, Histogram):
+            if isinstance(collector, (Counter, Gauge, Histogram)):
                 wanted = None
                 if names is not None:
                     wanted = _sample_names(collector) & names
