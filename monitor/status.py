@@ -83,7 +83,9 @@ class StatusBuilder:
     def __init__(self, recorder: Recorder, redactor: Redactor) -> None:
         self.recorder = recorder
         self.redactor = redactor
-        self._entries: dict[str, tuple[tuple[Any, ...], dict[str, Any], ProbeState]] = {}
+        # name -> (key, entry): tuples and dicts of plain values only, which
+        # the garbage collector need not walk (no reference to the state).
+        self._entries: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
     def build(self, labels: dict[str, str], query: StatusQuery | None = None,
               generation: object = None) -> dict[str, Any]:
@@ -99,7 +101,7 @@ class StatusBuilder:
             key = (generation, id(state), state.version, judgement, stats.runs, stats.failures)
             cached = self._entries.get(name)
             if cached is None or cached[0] != key:
-                cached = (key, self._entry(name, state, stats, judgement), state)
+                cached = (key, self._entry(name, state, stats, judgement))
                 self._entries[name] = cached
             entries.append(cached[1])
         for gone in self._entries.keys() - recorder.probes.keys():
@@ -154,7 +156,7 @@ class StatusBuilder:
 
     def _full(self, entry: dict[str, Any]) -> dict[str, Any]:
         """A kept entry with its last run and sparkline."""
-        state = self._entries[entry["name"]][2]
+        state = self.recorder.probes[entry["name"]]
         ring = state.ring
         last = state.last
         return {
