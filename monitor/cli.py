@@ -19,6 +19,7 @@ from monitor.logs import configure_logging
 from monitor.redact import Redactor
 
 EXIT_CONFIG = 3
+GC_YOUNG_THRESHOLD = 10_000
 log = structlog.get_logger("monitor.cli")
 
 
@@ -176,6 +177,12 @@ async def serve(path: Path, config: Config, redactor: Redactor,
     # walks it (bench/daemon.py measures the effect).
     gc.collect()
     gc.freeze()
+    # A young-generation collection every GC_YOUNG_THRESHOLD net container
+    # allocations, not 700: runs in flight alone hold several hundred, so the
+    # default collected ~25 times a second at 2000 runs/s for nothing (runs
+    # make almost no cyclic garbage). Same run, one core, 25 s: 8 collections
+    # instead of 613, collector CPU 39 ms instead of 400 ms.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     stop = asyncio.Event()
     reloads: set[asyncio.Task[list[str]]] = set()
