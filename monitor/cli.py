@@ -1,4 +1,4 @@
-"""Command line: run | check | validate | demo (DESIGN.md, CLI)."""
+"""Command line: run | check | validate | demo (docs/architecture.md, CLI)."""
 
 from __future__ import annotations
 

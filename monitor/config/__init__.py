@@ -1,4 +1,4 @@
-"""Config: strict pydantic models loaded from YAML (DESIGN.md, Config)."""
+"""Config: strict pydantic models loaded from YAML (docs/architecture.md, Config)."""
 
 from monitor.config.common import ProbeBase
 from monitor.config.loader import ConfigError, load_config, parse_config

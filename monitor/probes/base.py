@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
-# Failure reasons: a fixed list (it is a metric label). DESIGN.md explains each.
+# Failure reasons: a fixed list (it is a metric label). docs/architecture.md explains each.
 Reason = Literal[
     "timeout",
     "dns",

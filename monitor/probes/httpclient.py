@@ -60,10 +60,10 @@ from monitor.config.common import TLSOptions, mask_query
 from monitor.probes.base import ProbeFailure, Reason, RunContext
 from monitor.probes.exhaustion import Lookup, executor_full, own_exhaustion
 
-# A response head larger than this is not a sane HTTP server (DESIGN.md).
+# A response head larger than this is not a sane HTTP server (docs/architecture.md, reasons).
 MAX_HEAD_BYTES = 64 * 1024
 READ_SIZE = 64 * 1024
-# Shown in --debug traces (DESIGN.md: at most 4 KiB of a body is kept).
+# Shown in --debug traces (docs/probes/http.md: at most 4 KiB of a body is kept).
 TRACE_BODY_BYTES = 4096
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Headers whose values never reach a trace line, whatever the config says.

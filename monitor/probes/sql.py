@@ -100,7 +100,7 @@ USED = "monitor_sql_connections_used"
 MAX = "monitor_sql_connections_max"
 
 # Above this share of connections in use a burst could be what tips the
-# server over (DESIGN: the probe must never exhaust it).
+# server over (docs/architecture.md: the probe must never exhaust it).
 BURST_SKIP_RATIO = 0.7
 # A polite close (Terminate / COM_QUIT) gets this long before the socket is
 # simply closed; a server that cannot take a goodbye must not stall the run.

@@ -119,7 +119,7 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
 
 class TcpProbe(Probe):
     config: TcpProbeConfig
-    phase_metric = None  # DESIGN has no tcp phase metric: phases stay in the result
+    phase_metric = None  # docs/architecture.md has no tcp phase metric: phases stay in the result
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config

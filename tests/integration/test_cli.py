@@ -65,7 +65,7 @@ probes:
 
 async def test_check_operational_exits_0_with_json(tmp_path: Path,
                                                    backend: tuple[Served, Faults]) -> None:
-    """A healthy endpoint: verdict operational, exit 0, the DESIGN JSON keys."""
+    """A healthy endpoint: verdict operational, exit 0, the JSON keys of docs/architecture.md."""
     code, out, _ = await monitor("check", "-c", str(config(tmp_path, backend[0].url)),
                                  "--format", "json")
     assert code == 0
@@ -180,7 +180,7 @@ async def test_demo_config_is_valid_against_the_demo_stack() -> None:
 async def test_run_serves_metrics_reloads_on_sighup_and_stops_on_sigterm(
     tmp_path: Path, backend: tuple[Served, Faults]
 ) -> None:
-    """`monitor run` with $PORT: /metrics has the DESIGN names; SIGHUP reloads; SIGTERM exits 0."""
+    """`monitor run` with $PORT: /metrics has the documented names; SIGHUP reloads; SIGTERM: 0."""
     path = config(tmp_path, backend[0].url)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

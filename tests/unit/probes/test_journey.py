@@ -45,7 +45,7 @@ async def agent() -> AsyncIterator[AgentServer]:
 
 def golden_path(agent: AgentServer, *, answer: dict[str, Any] | None = None,
                 timeout: str = "3s") -> list[dict[str, Any]]:
-    """The DESIGN.md golden path against the agent, with short timeouts."""
+    """The golden path of the README against the agent, with short timeouts."""
     return [
         {"name": "login", "http": {
             "method": "POST", "url": f"{agent.url}/auth/login",
