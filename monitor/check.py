@@ -26,6 +26,7 @@ from rich.text import Text
 
 from monitor.config import Config
 from monitor.config.types import parse_duration
+from monitor.exitcodes import VERDICT_EXIT, ExitCode
 from monitor.probes import build_probe
 from monitor.probes.base import Result
 from monitor.redact import Redactor
@@ -38,8 +39,6 @@ from monitor.verdict import (
     samples_needed,
     verdict,
 )
-
-EXIT_CODES = {"operational": 0, "broken": 1, "partial": 2, "inconclusive": 4}
 
 
 @dataclass(frozen=True)
@@ -100,12 +99,12 @@ def select(config: Config, options: CheckOptions) -> list[Any]:
 
 
 def run_check(config: Config, options: CheckOptions, redactor: Redactor,
-              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> ExitCode:
     try:
         chosen = select(config, options)
     except ValueError as error:
         print(f"monitor check: {error}", file=err)
-        return 3
+        return ExitCode.CONFIG
     reports = asyncio.run(_sample(chosen, options, redactor, err if options.format == "json"
                                   else out, err))
     smoke = options.duration is None
@@ -117,7 +116,7 @@ def run_check(config: Config, options: CheckOptions, redactor: Redactor,
         out.write("\n")
     else:
         _print_text(state, level_states, reports, judged, smoke, out)
-    return EXIT_CODES[state]
+    return VERDICT_EXIT[state]
 
 
 async def _sample(chosen: list[Any], options: CheckOptions, redactor: Redactor,

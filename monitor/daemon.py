@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from monitor import __version__
-from monitor.config import Config, ConfigError, load_config
+from monitor.config import Config, ConfigError, ConfigSource
 from monitor.config.common import TLSOptions
 from monitor.config.sql import SqlTLS
 from monitor.metrics import Metrics
@@ -44,14 +44,14 @@ NO_CONFIRMATION = frozenset({"burst", "load"})
 class Daemon:
     def __init__(
         self,
-        config_path: Path,
+        source: ConfigSource | Path,
         config: Config,
         *,
         metrics: Metrics,
         redactor: Redactor,
         shard: tuple[int, int] | None = None,
     ) -> None:
-        self.config_path = config_path
+        self.source = ConfigSource.of(source)  # what a reload reads again
         self.config = config
         self.metrics = metrics
         self.redactor = redactor
@@ -67,6 +67,11 @@ class Daemon:
         self.ready = False
         self._lag_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+
+    @property
+    def config_path(self) -> Path | None:
+        """The config file, when the source is one."""
+        return self.source.path
 
     # -- life cycle -------------------------------------------------------
     async def start(self) -> None:
@@ -93,7 +98,7 @@ class Daemon:
 
     # -- reload -----------------------------------------------------------
     async def reload(self) -> list[str]:
-        """Load the config file again; return its problems ([] on success).
+        """Load the config source again; return its problems ([] on success).
 
         All or nothing: the new config is loaded and every new or changed
         probe, its schedule and its TLS contexts are built before anything of
@@ -102,7 +107,7 @@ class Daemon:
         """
         async with self._reload_lock:
             try:
-                config = load_config(self.config_path)
+                config = self.source.load()
                 if config.server != self.config.server:
                     # The running server keeps its settings (users, TLS, address)
                     # until restart; the daemon's view of them must not change.
