@@ -18,6 +18,8 @@ from monitor.redact import Redactor
 from monitor.runner import run_once
 from tests.support.haproxy import ADDRESSES, HOSTNAME, Haproxy, haproxy_lb
 
+pytestmark = pytest.mark.external  # haproxy
+
 
 @pytest.fixture
 async def lb(tmp_path: Path) -> AsyncIterator[Haproxy]:
