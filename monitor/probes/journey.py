@@ -57,8 +57,6 @@ from monitor.config.journey import (
     WsConnectStep,
     WsExpectStep,
     WsSendStep,
-    render,
-    render_json,
 )
 from monitor.config.types import format_duration
 from monitor.probes.base import (
@@ -73,6 +71,7 @@ from monitor.probes.base import (
 from monitor.probes.exhaustion import own_exhaustion
 from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
+from monitor.templates import render, render_json
 
 # Closing the WebSocket and the session after the journey; the runner grants
 # one second beyond the timeout, so this must stay well below it.
