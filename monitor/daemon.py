@@ -18,10 +18,10 @@ from typing import Any
 import structlog
 
 from monitor import __version__
-from monitor.config import Config, ConfigError, ConfigSource
+from monitor.config import Config, ConfigError, ConfigSource, ProbeConfig
 from monitor.config.common import TLSOptions
 from monitor.config.sql import SqlTLS
-from monitor.metrics import Metrics
+from monitor.metrics import ConstLabelRegistry, Metrics
 from monitor.probes import build_probe
 from monitor.probes.base import Probe, ProbeFailure
 from monitor.probes.httpclient import ssl_context
@@ -62,7 +62,7 @@ class Daemon:
             self._run, on_skipped=self.recorder.skipped,
             on_lag=metrics["monitor_scheduler_lag_seconds"].observe,
         )
-        self.probes: dict[str, tuple[Any, Probe]] = {}
+        self.probes: dict[str, tuple[ProbeConfig, Probe[Any]]] = {}
         self.running: dict[str, asyncio.Task[Any]] = {}
         self.ready = False
         self._lag_task: asyncio.Task[None] | None = None
@@ -174,7 +174,8 @@ class Daemon:
                     for sample in probe.registration_samples():
                         if sample.metric == "monitor_sql_connect_duration_seconds":
                             self.recorder.live(name, sample)
-        self.metrics.registry.const_labels = dict(config.global_.labels)  # type: ignore[attr-defined]
+        if isinstance(self.metrics.registry, ConstLabelRegistry):  # (a test may pass a plain one)
+            self.metrics.registry.const_labels = dict(config.global_.labels)
         for probe_config, probe, trigger in plan.add:
             self.probes[probe_config.name] = (probe_config, probe)
             self.recorder.register(probe_config, probe.registration_samples())
@@ -191,7 +192,7 @@ class Daemon:
         await _close(probe)
         self.recorder.forget(name)
 
-    def _selected(self, config: Config) -> list[Any]:
+    def _selected(self, config: Config) -> list[ProbeConfig]:
         if self.shard is None:
             return list(config.probes)
         return list(select(config.probes, *self.shard))
@@ -211,7 +212,7 @@ class Daemon:
         assert task is not None
         self.running[name] = task
         try:
-            result = await run_once(probe, config, redactor=self.redactor,
+            result = await run_once(probe, redactor=self.redactor,
                                     on_result=self.recorder.record, live=self.recorder.live)
             if not result.ok and config.kind not in NO_CONFIRMATION:
                 started = datetime.fromtimestamp(result.started_at, UTC)
@@ -239,10 +240,10 @@ class _Plan:
 
     config: Config
     remove: list[str]
-    add: list[tuple[Any, Probe, Any]] = field(default_factory=list)
+    add: list[tuple[ProbeConfig, Probe[Any], Any]] = field(default_factory=list)
 
 
-def _build_tls(probe_config: Any) -> None:
+def _build_tls(probe_config: ProbeConfig) -> None:
     """Build the probe's client TLS contexts now (they are cached for its runs):
     a CA file that went bad since validation fails the reload, not every run."""
     options = [getattr(probe_config, "tls", None)]
@@ -261,7 +262,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def _close(probe: Probe) -> None:
+async def _close(probe: Probe[Any]) -> None:
     with contextlib.suppress(Exception):
         await probe.close()
 

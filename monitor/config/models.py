@@ -150,7 +150,7 @@ class Config(Strict):
     probes: tuple[ProbeConfig, ...] = ()
     secrets: frozenset[str] = Field(default=frozenset(), exclude=True, repr=False)
 
-    def probe(self, name: str) -> Any:
+    def probe(self, name: str) -> ProbeConfig:
         for probe in self.probes:
             if probe.name == name:
                 return probe

@@ -91,7 +91,7 @@ class StepOutcome:
     duration: float
 
 
-class JourneyProbe(Probe):
+class JourneyProbe(Probe[JourneyProbeConfig]):
     """Runs the steps of a ``kind: journey`` config; one `_Walk` per run."""
 
     phase_metric: ClassVar[str | None] = None

@@ -401,7 +401,7 @@ class BurstConnect:
     detail: str = ""
 
 
-class SqlProbe(Probe):
+class SqlProbe(Probe[SqlProbeConfig]):
     config: SqlProbeConfig
     phase_metric: ClassVar[str | None] = PHASES
     # tls joins them when tls.mode is not disable (initial_samples).

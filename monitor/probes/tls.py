@@ -37,7 +37,7 @@ from monitor.probes.httpclient import open_connection
 EXPIRY = "monitor_tls_cert_expiry_timestamp_seconds"
 
 
-class TlsProbe(Probe):
+class TlsProbe(Probe[TlsProbeConfig]):
     config: TlsProbeConfig
 
     def __init__(self, config: TlsProbeConfig) -> None:

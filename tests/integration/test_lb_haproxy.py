@@ -45,7 +45,7 @@ class Harness:
         self.recorder.register(probe.config, probe.registration_samples())
 
     async def run(self) -> Result:
-        result = await run_once(self.probe, self.probe.config, redactor=Redactor(), debug=True)
+        result = await run_once(self.probe, redactor=Redactor(), debug=True)
         self.recorder.record(result)
         return result
 

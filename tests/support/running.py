@@ -26,7 +26,7 @@ async def run_probe(probe: Probe, *, debug: bool = False, redactor: Redactor | N
     The redactor is empty by default: the probe itself must keep secrets out.
     """
     with capture_logs() as captured:
-        result = await run_once(probe, probe.config, redactor=redactor or Redactor(),
+        result = await run_once(probe, redactor=redactor or Redactor(),
                                 debug=debug, live=live)
     if logs is not None:
         logs.extend(captured)

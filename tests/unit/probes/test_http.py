@@ -416,7 +416,7 @@ probes:
 """
         cfg = parse_config(text, {"PROBE_TOKEN": token, "API_KEY": api_key})
         probe_cfg = cfg.probe("secret")
-        result = await run_once(HttpProbe(probe_cfg), probe_cfg,
+        result = await run_once(HttpProbe(probe_cfg),
                                 redactor=Redactor(cfg.secrets), debug=True)
     assert server.requests[0].headers["Authorization"] == f"Bearer {token}"
     assert result.reason == "http_status"
@@ -514,7 +514,7 @@ async def test_metrics_through_the_recorder() -> None:
         labels = {"probe": "web", "kind": "http"}
         platform_503 = {**labels, "code": "503", "origin": "platform"}
         assert registry.get_sample_value(RESPONSES, platform_503) == 0
-        result = await run_once(p, cfg, redactor=Redactor(), on_result=recorder.record)
+        result = await run_once(p, redactor=Redactor(), on_result=recorder.record)
     assert result.reason == "http_status"
     assert registry.get_sample_value(RESPONSES, platform_503) == 1
     for phase in ("connect", "ttfb", "transfer"):

@@ -50,7 +50,7 @@ def _flow(value: Any) -> str:
 
 
 async def run(config: SqlProbeConfig) -> Result:
-    return await run_once(build_probe(config), config, redactor=Redactor())
+    return await run_once(build_probe(config), redactor=Redactor())
 
 
 def fast(driver: str, port: int, **fields: Any) -> SqlProbeConfig:

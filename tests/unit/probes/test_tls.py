@@ -192,7 +192,7 @@ async def test_expiry_gauge_through_the_recorder(certs: Certs) -> None:
     async with serve_app(hello(), ssl_context=context) as server:
         cfg = config(server.target, tls={"ca_file": str(certs.ca_file)})
         recorder.register(cfg)
-        result = await run_once(TlsProbe(cfg), cfg, redactor=Redactor(),
+        result = await run_once(TlsProbe(cfg), redactor=Redactor(),
                                 on_result=recorder.record)
     assert result.ok, result.detail
     assert registry.get_sample_value(EXPIRY, {"probe": "cert", "kind": "tls"}) == \
