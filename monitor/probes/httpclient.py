@@ -58,6 +58,7 @@ from urllib.parse import SplitResult, quote, urljoin, urlsplit
 from monitor import USER_AGENT
 from monitor.config.common import TLSOptions, mask_query
 from monitor.probes.base import ProbeFailure, Reason, RunContext
+from monitor.probes.compression import ACCEPT_ENCODING, decode_body
 from monitor.probes.exhaustion import Lookup, executor_full, own_exhaustion
 
 # A response head larger than this is not a sane HTTP server (docs/architecture.md, reasons).
@@ -107,6 +108,7 @@ class Response:
     url: str
     tls_version: str | None = None
     address: str = ""
+    wire_bytes: int = 0  # the body as received; ``body`` is it decoded (compression.py)
     history: list[Response] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -437,6 +439,8 @@ def _request_head(request: Request, host: str) -> list[tuple[str, str]]:
         headers.append(("Host", host))
     if "user-agent" not in given:
         headers.append(("User-Agent", USER_AGENT))
+    if "accept-encoding" not in given:
+        headers.append(("Accept-Encoding", ACCEPT_ENCODING))
     headers.append(("Connection", "close"))
     headers.extend(request.headers)
     if request.body is not None and "content-length" not in given:
@@ -682,9 +686,14 @@ async def _exchange(connection: Connection, request: Request, authority: str, ta
     except (OSError, ssl.SSLError) as exc:  # resets, and ICMP errors on an open socket
         raise ProbeFailure("connection_reset", _eof_detail(run, response, exc)) from None
     run.phase("transfer", time.monotonic() - incoming.first_byte)
+    if read_body:  # decoded after the transfer phase: that times the network alone
+        response.wire_bytes = len(response.body)
+        response.body = decode_body(response.body, response.header("content-encoding"),
+                                    max_body_bytes)
     if run.trace_on and read_body:
         shown = response.body[:TRACE_BODY_BYTES].decode("utf-8", errors="replace")
-        run.trace(f"< body ({len(response.body)} bytes): {shown}")
+        run.trace(f"< body ({len(response.body)} bytes, {response.wire_bytes} on the wire): "
+                  f"{shown}")
     return response
 
 
