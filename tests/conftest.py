@@ -7,7 +7,7 @@
 - ``run_probe``: ``await run_probe(probe)`` runs it once through the real
   runner; ``run_probe.logs`` holds the log events of every run so far.
 - marker ``external``: the test needs a binary outside Python (PostgreSQL,
-  MariaDB, haproxy, Prometheus, Alertmanager, Chromium, promtool, amtool);
+  MariaDB, haproxy, nginx, Prometheus, Alertmanager, Chromium, promtool, amtool);
   ``pytest -m "not external"`` runs the rest.
 """
 
