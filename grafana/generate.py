@@ -301,23 +301,21 @@ def capacity() -> Any:
         f"sum by (le) (increase(monitor_burst_connect_duration_seconds_bucket{{{S}}}[{RI}]))")
     sql_heat = heat(
         "SQL connect time",
-        "Whole SQL connects (TCP, TLS, startup, auth); buckets include 0.5, 0.8 and 1.0 x "
-        "app_timeout.",
+        "Whole SQL connects (TCP, TLS, startup, auth), in seconds. Compare with "
+        "app_timeout in the panel beside.",
         f"sum by (le) (increase(monitor_sql_connect_duration_seconds_bucket{{{S}}}[{RI}]))")
     p99 = ts(
-        "SQL connect p99 vs app_timeout",
-        "p99 of whole connects against the application's own connect timeout; the ticket "
-        "opens above 0.8 x app_timeout (15m window).",
-        query(f"probe:monitor_sql_connect_duration_seconds:p99_rate15m{{{S}}}",
+        "SQL connect p99 / app_timeout",
+        "p99 of whole connects as a fraction of the application's own connect timeout "
+        "(1 = the application gives up); the ticket opens above 0.8 (15m window).",
+        query(f"probe:monitor_sql_connect_app_timeout_ratio:p99_rate15m{{{S}}}",
               "{{probe}} p99 (15m)"),
         query(f"histogram_quantile(0.99, sum by (vantage, probe, le) "
-              f"(rate(monitor_sql_connect_duration_seconds_bucket{{{S}}}[{RI}])))",
+              f"(rate(monitor_sql_connect_app_timeout_ratio_bucket{{{S}}}[{RI}])))",
               "{{probe}} p99", "B"),
-        query(f"max by (vantage, probe) (monitor_sql_app_timeout_seconds{{{S}}})",
-              "{{probe}} app_timeout", "C"),
-        query(f"0.8 * max by (vantage, probe) (monitor_sql_app_timeout_seconds{{{S}}})",
-              "{{probe}} 0.8 x app_timeout", "D"),
-        unit="s")
+        query(f"0 * max by (vantage, probe) (monitor_sql_app_timeout_seconds{{{S}}}) + 0.8",
+              "{{probe}} ticket line (0.8)", "C"),
+        unit="percentunit")
     connections = ts(
         "SQL connections used vs max",
         "Client connections in use on the server and the connections it accepts from "

@@ -20,12 +20,10 @@ import structlog
 from monitor import __version__
 from monitor.config import Config, ConfigError, ConfigSource, ProbeConfig
 from monitor.config.common import TLSOptions
-from monitor.config.sql import SqlTLS
 from monitor.metrics import ConstLabelRegistry, Metrics
 from monitor.probes import build_probe
 from monitor.probes.base import Probe, ProbeFailure
 from monitor.probes.httpclient import ssl_context
-from monitor.probes.sql import make_ssl_context
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once
@@ -165,15 +163,6 @@ class Daemon:
         self.config = config
         self.recorder.verdict_window = config.global_.verdict_window
         self.redactor.update(config.secrets)
-        selected = self._selected(config)
-        if self.metrics.rebucket_sql_connect(p.app_timeout for p in selected if p.kind == "sql"):
-            # The new histogram starts empty: give the sql probes that stay
-            # their zero series back.
-            for name, (probe_config, probe) in self.probes.items():
-                if probe_config.kind == "sql":
-                    for sample in probe.registration_samples():
-                        if sample.metric == "monitor_sql_connect_duration_seconds":
-                            self.recorder.live(name, sample)
         if isinstance(self.metrics.registry, ConstLabelRegistry):  # (a test may pass a plain one)
             self.metrics.registry.const_labels = dict(config.global_.labels)
         for probe_config, probe, trigger in plan.add:
@@ -252,8 +241,6 @@ def _build_tls(probe_config: ProbeConfig) -> None:
     for tls in options:
         if isinstance(tls, TLSOptions):
             ssl_context(tls)
-        elif isinstance(tls, SqlTLS) and tls.mode != "disable":
-            make_ssl_context(tls)
 
 
 def _describe(exc: BaseException) -> str:

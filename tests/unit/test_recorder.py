@@ -114,18 +114,18 @@ def test_verdict_gauge_follows_the_window() -> None:
     assert value(registry, "monitor_verdict", state="operational") == 0
 
 
-def test_sql_connect_buckets_include_app_timeout_fractions() -> None:
-    """The SQL connect histogram has 0.5, 0.8 and 1.0 x app_timeout as bucket edges."""
+def test_sql_connect_ratio_has_fixed_buckets_around_the_alert_line() -> None:
+    """The connect/app_timeout ratio histogram has 0.5, 0.8 and 1.0 as edges, whatever
+    the probes' app_timeouts: no per-config buckets."""
     registry = ConstLabelRegistry()
-    metrics = Metrics(registry, sql_app_timeouts=[25.0])
-    metrics["monitor_sql_connect_duration_seconds"].labels("db", "sql").observe(19.0)
+    metrics = Metrics(registry)
+    metrics["monitor_sql_connect_app_timeout_ratio"].labels("db", "sql").observe(0.76)
+    bucket = "monitor_sql_connect_app_timeout_ratio_bucket"
+    assert registry.get_sample_value(bucket, {"probe": "db", "kind": "sql", "le": "0.7"}) == 0
+    assert registry.get_sample_value(bucket, {"probe": "db", "kind": "sql", "le": "0.8"}) == 1
     text = generate_latest(registry).decode()
-    for edge in ("12.5", "20.0", "25.0"):
+    for edge in ("0.5", "0.8", "1.0"):
         assert f'le="{edge}"' in text
-    metrics.rebucket_sql_connect([10.0])
-    metrics["monitor_sql_connect_duration_seconds"].labels("db", "sql").observe(9.0)
-    text = generate_latest(registry).decode()
-    assert 'le="8.0"' in text and 'le="12.5"' not in text
 
 
 def test_registration_creates_histogram_series_at_zero() -> None:
