@@ -33,8 +33,6 @@ from monitor.runner import run_once
 from tests.support.databases import MariaDBServer, PostgresServer
 from tests.support.faultproxy import FaultProxy, Faults, client_sockets
 
-pytestmark = pytest.mark.external  # PostgreSQL and MariaDB
-
 Server = PostgresServer | MariaDBServer
 
 
