@@ -196,13 +196,15 @@ class _Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def probe_yaml(self, name: str, **fields: object) -> str:
-        """A probe entry for this server, as a YAML flow mapping (password via env)."""
+        """A probe entry for this server, as a YAML flow mapping (password via env;
+        a field given as None is left out)."""
         base: dict[str, object] = {
             "name": name, "kind": "sql", "driver": "postgres" if self.driver == "postgres"
             else "mysql", "host": self.host, "port": self.port, "database": self.database,
             "user": self.user, "password": "${DB_PASSWORD}",
         }
         base.update(fields)
+        base = {key: value for key, value in base.items() if value is not None}  # None: omit
         flow: str = yaml.safe_dump(base, default_flow_style=True, sort_keys=False,
                                    width=1 << 20)
         return flow.strip()
