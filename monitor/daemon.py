@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from monitor import __version__
+from monitor import __version__, attribution
 from monitor.config import Config, ConfigError, ConfigSource, ProbeConfig
 from monitor.config.common import TLSOptions
 from monitor.metrics import ConstLabelRegistry, Metrics
@@ -65,6 +65,7 @@ class Daemon:
         self.ready = False
         self._lag_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self.attributor: attribution.Attributor | None = None
 
     @property
     def config_path(self) -> Path | None:
@@ -78,6 +79,7 @@ class Daemon:
         self._loaded(success=True)
         self.scheduler.start()
         self._lag_task = asyncio.create_task(self._measure_loop_lag())
+        self._attribution(self.config)
         self.ready = True
         log.info("daemon started", probes=len(self.probes), version=__version__)
 
@@ -92,6 +94,8 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         for _, probe in self.probes.values():
             await _close(probe)
+        if self.attributor is not None:
+            await self.attributor.stop()
         log.info("daemon stopped")
 
     # -- reload -----------------------------------------------------------
@@ -118,7 +122,13 @@ class Daemon:
                 log.exception("config reload raised")
                 return self._failed([f"reload failed (internal error, please report it): "
                                      f"{type(exc).__name__}: {exc}"])
+            old = self.config.attribution
             await self._commit(plan)
+            if config.attribution != old:
+                if self.attributor is not None:
+                    await self.attributor.stop()  # queued lookups of the old config go
+                    self.attributor = None
+                self._attribution(config)
             self._loaded(success=True)
             log.info("config reloaded", probes=len(self.probes))
             return []
@@ -170,6 +180,10 @@ class Daemon:
             self.recorder.register(probe_config, probe.registration_samples())
             self.scheduler.add(probe_config.name, probe_config.interval,
                                config.global_.jitter, trigger=trigger)
+        if config.attribution is not None:  # (also for probes that stay)
+            for name, (probe_config, _) in self.probes.items():
+                for sample in attribution.zero_series(probe_config.kind):
+                    self.recorder.live(name, sample)
 
     async def _remove(self, name: str) -> None:
         self.scheduler.remove(name)
@@ -185,6 +199,18 @@ class Daemon:
         if self.shard is None:
             return list(config.probes)
         return list(select(config.probes, *self.shard))
+
+    def _attribution(self, config: Config) -> None:
+        """Start looking failed runs up, when ``config`` asks for it."""
+        if config.attribution is None:
+            return
+        dropped = self.metrics["monitor_attribution_dropped_total"]
+        self.attributor = attribution.Attributor(
+            config.attribution, attributed=self.recorder.attributed,
+            dropped=lambda cause: dropped.labels(cause=cause).inc())
+        for cause in attribution.DROPPED:
+            dropped.labels(cause=cause)
+        self.attributor.start()
 
     def _loaded(self, *, success: bool) -> None:
         self.metrics["monitor_config_last_reload_success"].set(1 if success else 0)
@@ -203,6 +229,8 @@ class Daemon:
         try:
             result = await run_once(probe, redactor=self.redactor,
                                     on_result=self.recorder.record, live=self.recorder.live)
+            if self.attributor is not None:  # queued only: the lookup runs in its own task
+                self.attributor.submit(result)
             if not result.ok and config.kind not in NO_CONFIRMATION:
                 started = datetime.fromtimestamp(result.started_at, UTC)
                 self.scheduler.confirm(name, started, config.interval)

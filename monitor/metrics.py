@@ -72,6 +72,9 @@ SPECS: tuple[Spec, ...] = (
          (*P, "code", "origin")),
     Spec("monitor_http_phase_duration_seconds", "histogram",
          "HTTP request phases: dns, connect, tls, ttfb, transfer.", (*P, "phase")),
+    Spec("monitor_http_failure_attribution_total", "counter",
+         "Failed runs by who produced the failure, from the platform's request logs "
+         "(`attribution:`).", (*P, "attribution")),
     # -- tls --------------------------------------------------------------
     Spec("monitor_tls_cert_expiry_timestamp_seconds", "gauge",
          "Earliest notAfter in the presented chain, seconds since the epoch.", P),
@@ -124,6 +127,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("monitor_config_last_reload_timestamp_seconds", "gauge",
          "When the config was last loaded successfully."),
     Spec("monitor_build_info", "gauge", "Always 1; the running version.", ("version",)),
+    Spec("monitor_attribution_dropped_total", "counter",
+         "Attribution lookups not made: queue_full or rate_limited.", ("cause",)),
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}

@@ -127,6 +127,19 @@ class Recorder:
         if state is not None:
             self._apply(state, sample)
 
+    def attributed(self, name: str, trace_id: str, attribution: str, detail: str) -> None:
+        """A failed run's attribution (monitor.attribution): counted, and shown
+        with the run in the ring if it is still there."""
+        state = self.probes.get(name)
+        if state is None:
+            return
+        self._write(state, "monitor_http_failure_attribution_total",
+                    {"attribution": attribution}, 1, "inc")
+        for recent in reversed(state.ring):
+            if recent.facts.get("trace_id") == trace_id:
+                recent.facts.update(attribution=attribution, attribution_detail=detail)
+                break
+
     def skipped(self, name: str) -> None:
         state = self.probes.get(name)
         if state is not None:

@@ -51,7 +51,13 @@ async def run_once(
             log.debug("probe succeeded", duration=round(result.duration, 4))
         else:
             log.info("probe failed", reason=result.reason, detail=result.detail,
-                     duration=round(result.duration, 4))
+                     duration=round(result.duration, 4), **_trace(result))
     if on_result is not None:
         on_result(result)
     return result
+
+
+def _trace(result: Result) -> dict[str, str]:
+    """The trace id for the log line, where the run had one."""
+    trace_id = result.facts.get("trace_id")
+    return {"trace_id": trace_id} if isinstance(trace_id, str) else {}

@@ -9,7 +9,8 @@ Shape (documented in docs/api-status.md)::
                  "interval_seconds", "state", "runs", "failures",
                  "success_ratio", "last": {...} | null,
                  "recent": [{"t", "ok", "duration_seconds", "reason"}]}],
-     "recent_failures": [{"probe", "t", "reason", "detail"}]}
+     "recent_failures": [{"probe", "t", "reason", "detail", "trace_id",
+                          "attribution"}]}
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def build_status(recorder: Recorder, labels: dict[str, str], redactor: Redactor)
         })
         failures += [
             {"probe": name, "t": r.started_at, "reason": r.reason,
-             "detail": redactor.text(r.detail)}
+             "detail": redactor.text(r.detail), "trace_id": r.facts.get("trace_id"),
+             "attribution": r.facts.get("attribution")}
             for r in ring if not r.ok
         ]
     failures.sort(key=lambda f: f["t"], reverse=True)

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 
 from monitor.config.common import ProbeBase, PublicQuery, TLSOptions, url_label
 from monitor.config.http import HttpUrl, Status, status_expected
+from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, HostPort, Ratio, format_duration, parse_duration
 
 # Caps: a burst probe must never become the outage it looks for. A VPC
@@ -40,6 +41,7 @@ class BurstProbeConfig(ProbeBase):
     method: Literal["GET", "HEAD"] = "GET"
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     tls: TLSOptions = TLSOptions()
+    trace_context: TraceContextConfig = TraceContextConfig()  # url mode
     expect_status: tuple[Status, ...] = ()
     steps: Annotated[
         tuple[Annotated[int, Field(ge=1, le=MAX_STEP)], ...],

@@ -19,6 +19,7 @@ from monitor.config.common import (
     url_label,
 )
 from monitor.config.expect import ResponseChecks
+from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, format_duration, shorten
 
 # The body of a probe's response is only checked, never stored whole.
@@ -88,6 +89,7 @@ class HttpRequestFields(Strict):
     auth: Auth = Auth()
     max_redirects: Annotated[int, Field(ge=0, le=MAX_REDIRECTS_CAP)] = 10
     max_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES_CAP)] = 1024 * 1024
+    trace_context: TraceContextConfig = TraceContextConfig()
 
     @field_validator("headers")
     @classmethod

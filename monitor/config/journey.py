@@ -48,6 +48,7 @@ from monitor.config.http import (
     check_url,
     status_expected,
 )
+from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, compile_regex, format_duration, parse_duration
 from monitor.templates import variables
 
@@ -295,6 +296,8 @@ class JourneyProbeConfig(ProbeBase):
     origins: tuple[Origin, ...] = ()
     # Query parameters of the steps' URLs shown as they are; the rest is masked.
     public_query: PublicQuery = ()
+    # The trace headers of every http and ws_connect step (one trace per run).
+    trace_context: TraceContextConfig = TraceContextConfig()
 
     @field_validator("steps")
     @classmethod

@@ -71,6 +71,7 @@ from monitor.probes.tcp import (
     resolve,
     transfer_reason,
 )
+from monitor.tracecontext import start_trace
 
 OUTCOMES = ("ok", "slow", "failed", "timeout")
 # url mode reads the answer only to finish the exchange; a health answer is small.
@@ -232,10 +233,12 @@ class BurstProbe(Probe[BurstProbeConfig]):
                           headers=header_items(config.headers),
                           public_query=frozenset(config.public_query))
         ctx.trace(f"url {mask_query(config.url, config.public_query)} via {address}")
+        trace = start_trace(ctx, config.trace_context)  # one trace, a span per request
 
         async def connect(started: float) -> Attempt:
             try:
-                response = await fetch(request, timeout=config.step_timeout, tls=config.tls,
+                response = await fetch(trace.apply(request), timeout=config.step_timeout,
+                                       tls=config.tls,
                                        connect_address=address, max_redirects=0,
                                        max_body_bytes=HTTP_BODY_BYTES)
             except ProbeFailure as failure:

@@ -73,6 +73,7 @@ from monitor.probes.expect import check_response
 from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
 from monitor.templates import render, render_json
+from monitor.tracecontext import start_trace
 
 # Closing the WebSocket and the session after the journey; the runner grants
 # one second beyond the timeout, so this must stay well below it.
@@ -141,6 +142,7 @@ class _Walk:
         self.waiting = ""
         self.resolving = False
         self.connecting = False
+        self.tracing = start_trace(ctx, self.config.trace_context)
 
     # -- the walk ------------------------------------------------------------
     async def run(self) -> Any:
@@ -229,6 +231,7 @@ class _Walk:
         for name, value in headers.items():
             self._trace(step, f"> {name}: {value}")
         headers.update(await self._id_token(step, action.auth))
+        self.tracing.update(headers)
         self.waiting = f"waiting for the response to {action.method} {shown}"
         session = self._session()
         try:
@@ -281,6 +284,7 @@ class _Walk:
         for name, value in headers.items():
             self._trace(step, f"> {name}: {value}")
         headers.update(await self._id_token(step, action.auth))
+        self.tracing.update(headers)
         self.waiting = f"waiting for the upgrade of {shown}"
         session = self._session()
         try:
