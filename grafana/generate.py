@@ -242,9 +242,11 @@ def overview() -> Any:
         unit="s")
     phases = ts(
         "HTTP phases p95",
-        "95th percentile per phase: dns, connect, tls, ttfb, transfer.",
-        query(f"histogram_quantile(0.95, sum by (probe, phase, le) "
-              f"(rate(monitor_http_phase_duration_seconds_bucket{{{S}}}[{RI}])))",
+        "95th percentile per phase (dns, connect, tls, ttfb, transfer) of the last-run "
+        "phase gauges as scraped: with a probe interval at most the scrape interval, "
+        "every run is seen.",
+        query(f"max by (probe, phase) (quantile_over_time(0.95, "
+              f"monitor_http_phase_duration_seconds{{{S}}}[{RI}]))",
               "{{probe}} {{phase}}"),
         unit="s")
     cert = (panel(stat.Panel, "Certificate days left",

@@ -12,11 +12,15 @@ import re
 from collections.abc import Iterable
 
 MASK = "<redacted>"
+# Headers whose values never reach a trace, log or detail, whatever the config
+# says (the HTTP client masks them in its traces; the pattern below anywhere).
+SENSITIVE_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
+})
+_HEADER_NAMES = "|".join(sorted(re.escape(name) for name in SENSITIVE_HEADERS))
 _PATTERNS = (
     # Authorization: Bearer xyz / Proxy-Authorization / Cookie values
-    (re.compile(r"(?im)^([<>]?\s*(?:(?:proxy-)?authorization|cookie|set-cookie|x-api-key))"
-                r"(\s*:\s*).*$"),
-     rf"\1\2{MASK}"),
+    (re.compile(rf"(?im)^([<>]?\s*(?:{_HEADER_NAMES}))(\s*:\s*).*$"), rf"\1\2{MASK}"),
     # scheme://user:password@host
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*):[^\s@/]+@"), rf"\1:{MASK}@"),
     # password=... in DSNs and query strings
@@ -45,8 +49,12 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
-        for pattern, replacement in _PATTERNS:
-            value = pattern.sub(replacement, value)
+        # Every pattern needs one of ":", "=" or "bearer": most details ("200
+        # in 4 ms") have none, and skipping four regexes was 2 % of the CPU
+        # per run at 1000 runs/s (bench/daemon.py).
+        if ":" in value or "=" in value or "earer" in value.lower():
+            for pattern, replacement in _PATTERNS:
+                value = pattern.sub(replacement, value)
         return value
 
     def value(self, value: object) -> object:

@@ -32,9 +32,12 @@ async def run_once(
     config = probe.config
     name, kind, timeout = config.name, config.kind, config.timeout
     ctx = RunContext(name, kind, debug=debug, phase_metric=probe.phase_metric, live=live)
-    with structlog.contextvars.bound_contextvars(
+    # bind/reset rather than the bound_contextvars() context manager: the
+    # same, for less CPU on a path taken by every run.
+    tokens = structlog.contextvars.bind_contextvars(
         probe=name, kind=kind, target=config.info_target(),
-    ):
+    )
+    try:
         try:
             async with asyncio.timeout(timeout + GRACE_SECONDS):
                 result = await probe.run(ctx)
@@ -52,6 +55,8 @@ async def run_once(
         else:
             log.info("probe failed", reason=result.reason, detail=result.detail,
                      duration=round(result.duration, 4), **_trace(result))
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
     if on_result is not None:
         on_result(result)
     return result

@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from monitor.config.common import ProbeBase, PublicQuery, TLSOptions, url_label
-from monitor.config.http import HttpUrl, Status, status_expected
+from monitor.config.http import Headers, HttpUrl, Status, status_expected
+from monitor.config.net import IpFamily
 from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, HostPort, Ratio, format_duration, parse_duration
 
@@ -39,8 +40,9 @@ class BurstProbeConfig(ProbeBase):
     # url mode: a GET (or HEAD) per connection; ok = a status in expect_status
     # (empty: any 2xx). A burst is about the path, so no bodies, no redirects.
     method: Literal["GET", "HEAD"] = "GET"
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)  # checked as for every HTTP kind
     tls: TLSOptions = TLSOptions()
+    ip_family: IpFamily = "any"  # the run is pinned to the first address of this family
     trace_context: TraceContextConfig = TraceContextConfig()  # url mode
     expect_status: tuple[Status, ...] = ()
     steps: Annotated[

@@ -125,16 +125,23 @@ def _budget_problems(objective: float, allowed: float) -> list[tuple[str, str]]:
 
 
 class TLSOptions(Strict):
-    """Client TLS settings (http, tls, lb, load, burst with url)."""
+    """Client TLS settings (http, tls, lb, load, burst with url, journey steps)."""
 
     ca_file: Path | None = None
     server_name: str | None = None
     insecure_skip_verify: bool = False
+    # A client certificate, for servers that verify clients (mutual TLS).
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
     @model_validator(mode="after")
     def _ca_readable(self) -> TLSOptions:
         if self.ca_file is not None:
             check_ca_file(self.ca_file)
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file (a client certificate), or neither")
+        if self.cert_file is not None and self.key_file is not None:
+            check_client_cert(self.cert_file, self.key_file)
         return self
 
 
@@ -146,6 +153,19 @@ def check_ca_file(path: Path) -> None:
     except (ssl.SSLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         raise ValueError(f"ca_file {str(path)!r} holds no usable certificate: {reason}") from None
+
+
+def check_client_cert(cert_file: Path, key_file: Path) -> None:
+    """Raise ValueError unless the pair loads as a client certificate (the
+    key's contents never reach the message)."""
+    read_file(cert_file, "cert_file")
+    read_file(key_file, "key_file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_file, key_file)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise ValueError(f"cert_file {str(cert_file)!r} and key_file {str(key_file)!r} do not "
+                         f"load as a certificate and its key: {reason}") from None
 
 
 class Origin(Strict):

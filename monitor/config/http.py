@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 
 from monitor.config.common import (
     Auth,
@@ -19,6 +20,7 @@ from monitor.config.common import (
     url_label,
 )
 from monitor.config.expect import ResponseChecks
+from monitor.config.net import IpFamily
 from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, format_duration, shorten
 
@@ -76,33 +78,71 @@ class HttpExpect(ResponseChecks):
         return status_expected(self.status, code)
 
 
-class HttpRequestFields(Strict):
-    """What a request is: shared by http, lb, load and burst (url mode)."""
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
-    url: HttpUrl
-    # Query parameters shown as they are; every other query value is masked.
-    public_query: PublicQuery = ()
-    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
+
+def check_headers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    """Header names are tokens; values have no line break or NUL (either would
+    end the header and inject another one) and are ASCII (header values are
+    bytes). The same check for every kind that sends HTTP headers."""
+    for name, secret in value.items():
+        if not HEADER_NAME.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r}")
+        text = secret.get_secret_value()
+        if any(c in text for c in "\r\n\0"):
+            raise ValueError(f"header {name} has a line break or NUL in its value")
+        if not text.isascii():
+            raise ValueError(f"header {name} must be ASCII (HTTP header values are bytes)")
+    return value
+
+
+Headers = Annotated[dict[str, SecretStr], AfterValidator(check_headers)]
+Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be plain JSON data (mappings, lists, strings, numbers)") from None
+    return value
+
+
+JsonValue = Annotated[Any, AfterValidator(_json_value)]
+
+
+class RequestModel(Strict):
+    """The one request model: method, headers, body or json, redirects, TLS,
+    auth. http, lb and load take it with a fixed ``url`` (HttpRequestFields),
+    journey's http steps with a templated one (config/journey.py); burst's url
+    mode takes its header check (a burst is GET/HEAD without a body)."""
+
+    method: Method = "GET"
+    headers: Headers = Field(default_factory=dict)
     body: SecretStr | None = None
+    # Sent as JSON with Content-Type: application/json (unless headers set one).
+    json_body: JsonValue = Field(default=None, alias="json")
     tls: TLSOptions = TLSOptions()
     auth: Auth = Auth()
     max_redirects: Annotated[int, Field(ge=0, le=MAX_REDIRECTS_CAP)] = 10
     max_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES_CAP)] = 1024 * 1024
-    trace_context: TraceContextConfig = TraceContextConfig()
 
-    @field_validator("headers")
-    @classmethod
-    def _header_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name, secret in value.items():
-            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
-                raise ValueError(f"invalid header name {name!r}")
-            # A line break would end the header and inject another one.
-            if any(c in secret.get_secret_value() for c in "\r\n\0"):
-                raise ValueError(f"header {name} has a line break or NUL in its value")
-            if not secret.get_secret_value().isascii():
-                raise ValueError(f"header {name} must be ASCII (HTTP header values are bytes)")
-        return value
+    @model_validator(mode="after")
+    def _one_body(self) -> RequestModel:
+        if self.json_body is not None and self.body is not None:
+            raise ValueError("give either json or body, not both")
+        return self
+
+
+class HttpRequestFields(RequestModel):
+    """A request to a fixed URL: http, lb and load."""
+
+    url: HttpUrl
+    # Query parameters shown as they are; every other query value is masked.
+    public_query: PublicQuery = ()
+    ip_family: IpFamily = "any"
+    # Trace headers (traceparent, X-Cloud-Trace-Context); a journey sets them per probe.
+    trace_context: TraceContextConfig = TraceContextConfig()
 
 
 class HttpProbeConfig(ProbeBase, HttpRequestFields):
@@ -132,4 +172,18 @@ def header_items(headers: dict[str, SecretStr]) -> list[tuple[str, str]]:
     return [(k, v.get_secret_value()) for k, v in headers.items()]
 
 
-__all__: list[Any] = ["HttpExpect", "HttpProbeConfig", "HttpRequestFields", "HttpUrl"]
+def request_body(fields: RequestModel) -> tuple[bytes | None, list[tuple[str, str]]]:
+    """(body bytes, headers) of a fixed request: ``json`` encoded with its
+    Content-Type added unless the headers give one."""
+    headers = header_items(fields.headers)
+    if fields.json_body is not None:
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            headers.append(("Content-Type", "application/json"))
+        return json.dumps(fields.json_body).encode(), headers
+    if fields.body is not None:
+        return fields.body.get_secret_value().encode(), headers
+    return None, headers
+
+
+__all__: list[Any] = ["Headers", "HttpExpect", "HttpProbeConfig", "HttpRequestFields", "HttpUrl",
+                      "RequestModel", "check_headers", "request_body"]

@@ -18,7 +18,6 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
-    SecretStr,
     field_validator,
     model_validator,
 )
@@ -42,12 +41,14 @@ from monitor.config.expect import (
     one_or_many,
 )
 from monitor.config.http import (
-    MAX_BODY_BYTES_CAP,
     MAX_REDIRECTS_CAP,
+    Headers,
+    RequestModel,
     Status,
     check_url,
     status_expected,
 )
+from monitor.config.net import IpFamily
 from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, compile_regex, format_duration, parse_duration
 from monitor.templates import variables
@@ -89,13 +90,6 @@ def _url(schemes: tuple[str, ...]) -> Any:
     return AfterValidator(check)
 
 
-def _header_names(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-    for name in value:
-        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
-            raise ValueError(f"invalid header name {name!r}")
-    return value
-
-
 def _json_value(value: Any) -> Any:
     try:
         json.dumps(value)
@@ -104,7 +98,6 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-Headers = Annotated[dict[str, SecretStr], AfterValidator(_header_names)]
 JsonValue = Annotated[Any, AfterValidator(_json_value)]
 StepName = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=63)]
 VarName = Annotated[str, Field(pattern=VAR_NAME)]
@@ -183,25 +176,17 @@ class StepExpect(ResponseChecks):
         return status_expected(self.status, code)
 
 
-class HttpStep(Strict):
+class HttpStep(RequestModel):
+    """The request model of config/http.py with a templated URL (and header
+    values, body and json: ``${name}`` filled in at run time)."""
+
     url: Annotated[str, _url(("http", "https"))]
-    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
-    headers: Headers = Field(default_factory=dict)
-    json_body: JsonValue = Field(default=None, alias="json")
-    body: SecretStr | None = None
     expect: StepExpect = StepExpect()
     extract: dict[VarName, ExtractorField] = Field(default_factory=dict)
     timeout: Duration | None = None
-    tls: TLSOptions = TLSOptions()
-    auth: Auth = Auth()
+    # A login should not redirect: by default a 3xx is a status like any other
+    # (the one default that differs from http's 10; docs/probes/journey.md).
     max_redirects: Annotated[int, Field(ge=0, le=MAX_REDIRECTS_CAP)] = 0
-    max_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES_CAP)] = 1024 * 1024
-
-    @model_validator(mode="after")
-    def _one_body(self) -> HttpStep:
-        if self.json_body is not None and self.body is not None:
-            raise ValueError("give either json or body, not both")
-        return self
 
 
 class WsConnectStep(Strict):
@@ -294,6 +279,8 @@ class JourneyProbeConfig(ProbeBase):
     kind: Literal["journey"]
     steps: tuple[Step, ...]
     origins: tuple[Origin, ...] = ()
+    # Which addresses of every step's host are used (monitor.net).
+    ip_family: IpFamily = "any"
     # Query parameters of the steps' URLs shown as they are; the rest is masked.
     public_query: PublicQuery = ()
     # The trace headers of every http and ws_connect step (one trace per run).

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from monitor.config.common import ProbeBase
+from monitor.config.net import IpFamily
 from monitor.config.types import HostPort, Regex
 
 # The answer is only searched, never kept: read at most this much of it.
@@ -24,6 +25,7 @@ class TcpProbeConfig(ProbeBase):
     expect: Annotated[str, Field(min_length=1)] | None = None
     expect_regex: Regex | None = None
     max_read_bytes: Annotated[int, Field(ge=1, le=MAX_READ_BYTES_CAP)] = 64 * 1024
+    ip_family: IpFamily = "any"
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()

@@ -21,9 +21,11 @@ lies somewhere above the top step and is unknown. Every socket of a step is
 closed before the next step starts, and all of them when the run ends or is
 cancelled.
 
-In url mode the host is resolved once per run and every connection goes to
-that address with the URL's Host and SNI (so a step measures the path, not
-the resolver); redirects are not followed, and a status outside
+The host is resolved once per run (:mod:`monitor.net`, filtered by
+``ip_family``) and the run pinned to its first address, so a step measures
+the path, not the resolver. In url mode every connection goes to that
+address with the URL's Host and SNI; redirects are not followed, and a
+status outside
 ``expect_status`` (default 2xx) makes the connection ``failed``, with cause
 ``capacity`` for 429 (Cloud Run at max instances) or ``http_status``.
 
@@ -60,17 +62,11 @@ from monitor.config.burst import BurstProbeConfig
 from monitor.config.common import mask_query
 from monitor.config.http import header_items
 from monitor.config.types import split_host_port
+from monitor.net.connect import Progress, format_address, resolve_timed, tcp_connect
+from monitor.net.errors import classify
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
 from monitor.probes.httpclient import Request, fetch
-from monitor.probes.tcp import (
-    SockAddr,
-    close_writer,
-    connect_failure,
-    describe,
-    format_address,
-    resolve,
-    transfer_reason,
-)
+from monitor.probes.tcp import close_writer
 from monitor.tracecontext import start_trace
 
 OUTCOMES = ("ok", "slow", "failed", "timeout")
@@ -212,14 +208,22 @@ class BurstProbe(Probe[BurstProbeConfig]):
         else:
             assert config.target is not None
             host, port = split_host_port(config.target)
-        address = (await resolve(host, port, config.step_timeout))[0]
+        # The one resolver, once per run; the run is pinned to its first address
+        # (a step measures the path, not the resolver).
+        progress = Progress()
+        try:
+            async with asyncio.timeout(config.step_timeout):
+                address = (await resolve_timed(host, port, progress, config.ip_family))[0]
+        except TimeoutError:
+            raise progress.timed_out(config.step_timeout) from None
         if config.url is not None:
-            return self._http_connector(ctx, str(address[0]))
-        ctx.trace(f"target {format_address(address)}, {config.payload_bytes} bytes per connection")
+            return self._http_connector(ctx, address)
+        ctx.trace(f"target {format_address(address, port)}, {config.payload_bytes} bytes per "
+                  "connection")
         payload = os.urandom(config.payload_bytes)
 
         async def connect(started: float) -> Attempt:
-            return await echo_once(address, payload, started, config.step_timeout,
+            return await echo_once((address, port), payload, started, config.step_timeout,
                                    config.slow_threshold)
 
         return connect
@@ -256,8 +260,8 @@ class BurstProbe(Probe[BurstProbeConfig]):
         return connect
 
 
-async def echo_once(address: SockAddr, payload: bytes, started: float, step_timeout: float,
-                    slow_threshold: float) -> Attempt:
+async def echo_once(address: tuple[str, int], payload: bytes, started: float,
+                    step_timeout: float, slow_threshold: float) -> Attempt:
     """One connection: connect, write ``payload``, read it back, close."""
     connect: float | None = None
     writer: asyncio.StreamWriter | None = None
@@ -265,7 +269,10 @@ async def echo_once(address: SockAddr, payload: bytes, started: float, step_time
     total = 0.0
     try:
         async with asyncio.timeout(step_timeout):
-            reader, writer = await asyncio.open_connection(address[0], address[1])
+            try:
+                reader, writer, _ = await tcp_connect([address[0]], address[1], Progress())
+            except ProbeFailure as refused:
+                return _done(started, None, "failed", refused.reason, refused.detail)
             connect = time.monotonic() - started
             if payload:
                 # The transport sends in the background while we read: a large
@@ -281,10 +288,8 @@ async def echo_once(address: SockAddr, payload: bytes, started: float, step_time
         reason: Reason = "connect_timeout" if connect is None else "timeout"
         return _done(started, connect, "timeout", reason, f"{reason} after {step_timeout:g}s")
     except (OSError, asyncio.IncompleteReadError) as exc:
-        if connect is None:
-            failure = connect_failure(exc, format_address(address))
-            return _done(started, connect, "failed", failure.reason, failure.detail)
-        return _done(started, connect, "failed", transfer_reason(exc), describe(exc))
+        failure = classify(exc, "receive", format_address(*address))
+        return _done(started, connect, "failed", failure.reason, failure.detail)
     finally:
         if writer is not None:
             if ok:

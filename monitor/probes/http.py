@@ -39,7 +39,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from monitor.config.common import classify_origin
-from monitor.config.http import HttpProbeConfig, header_items
+from monitor.config.http import HttpProbeConfig
 from monitor.probes.base import (
     Probe,
     ProbeFailure,
@@ -50,7 +50,7 @@ from monitor.probes.base import (
     response_series,
 )
 from monitor.probes.expect import check_response
-from monitor.probes.httpclient import Request, Response, fetch
+from monitor.probes.httpclient import Response, fetch, request_of
 from monitor.probes.idtoken import IdTokenProvider, with_id_token
 from monitor.tracecontext import start_trace
 
@@ -68,13 +68,8 @@ class HttpProbe(Probe[HttpProbeConfig]):
                  id_tokens: IdTokenProvider | None = None) -> None:
         super().__init__(config)
         self._id_tokens = id_tokens  # None: the process-wide provider
-        body = config.body.get_secret_value().encode() if config.body is not None else None
         # Built once: the config is immutable and rebuilt on reload.
-        self._request = Request(
-            url=config.url, method=config.method,
-            headers=header_items(config.headers), body=body,
-            public_query=frozenset(config.public_query),
-        )
+        self._request = request_of(config)
 
     def initial_samples(self) -> list[Sample]:
         return response_series(rule.name for rule in self.config.origins)
@@ -100,7 +95,7 @@ class HttpProbe(Probe[HttpProbeConfig]):
         response = await fetch(
             request, timeout=remaining, ctx=ctx, tls=config.tls,
             max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,
-            on_response=count,
+            on_response=count, ip_family=config.ip_family,
         )
         # The request's own duration: a token fetch (once an hour) is not
         # what max_duration judges.

@@ -1,19 +1,21 @@
-"""A small HTTP/1.1 client that owns its connection, for the probes.
+"""The probes' HTTP/1.1 fetch: it owns the socket, the phases and the redirects.
 
 Why not aiohttp: a probe must time TCP connect and the TLS handshake apart
 (aiohttp's tracing has no TLS signal), must never resend a request
 (aiohttp's client can silently resend an idempotent request on a reset
 connection: a retry hides the flakiness we hunt), and must be cheap in CPU
 when many probes are due at once. So this client opens a fresh connection
-for every request with asyncio streams and speaks HTTP/1.1 itself (a small
-response parser below; see the note there on why not h11).
+for every request (:mod:`monitor.net.connect`: the one resolver, connect
+and TLS of every kind) and parses the response with the I/O-free parser of
+:mod:`monitor.net.http1` (see there on why not h11).
 
 One :func:`fetch` is one logical request: the first connection plus one
 fresh connection per followed redirect. It measures, summed over hops:
 
     dns        getaddrinfo of the host (skipped for IP literals and
-               ``connect_address``)
-    connect    TCP connect (every resolved address is tried in order)
+               ``connect_address``), filtered by ``ip_family``
+    connect    TCP connect (the resolved addresses are tried in order:
+               the resolver policy of :mod:`monitor.net`)
     tls        the TLS handshake, on https only
     ttfb       request sent -> first byte of the response head
     transfer   first byte -> the end of the body
@@ -22,7 +24,8 @@ Failures raise :class:`~monitor.probes.base.ProbeFailure` with one reason:
 
     dns               the name does not resolve (or the resolver did not
                       answer within the timeout)
-    connect_refused   every address refused (or was unreachable)
+    connect_refused   every address refused (or was unreachable); a peer
+                      that accepts and resets at once is connection_reset
     connect_timeout   TCP connect not done within the timeout
     tls               handshake failed: verification, wrong host, expired,
                       no shared protocol
@@ -32,10 +35,12 @@ Failures raise :class:`~monitor.probes.base.ProbeFailure` with one reason:
     protocol          not HTTP: invalid status line, head over 64 KiB,
                       broken chunking
     http_status       redirects exhausted (``max_redirects``)
-    assertion         body larger than ``max_body_bytes``
+    assertion         body larger than ``max_body_bytes``; a header value
+                      with a line break (a journey's extracted variable)
 
 Nothing is ever retried and no connection or DNS answer is reused.
-Other kinds (lb, load, burst with url) call :func:`fetch` directly;
+Other kinds (lb, load, burst with url, journey's http steps) call
+:func:`fetch` directly;
 ``ctx`` is optional for them (without it nothing is traced or recorded
 into a run, and :attr:`Response.phases` still holds the timings).
 """
@@ -44,38 +49,47 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
-import os
-import re
-import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from monitor import USER_AGENT
 from monitor.config.common import TLSOptions, mask_query
-from monitor.probes.base import ProbeFailure, Reason, RunContext
+from monitor.config.http import HttpRequestFields, request_body
+from monitor.net.connect import (
+    READ_SIZE,
+    Progress,
+    Stream,
+    ms,
+    open_connection,
+    open_stream,
+)
+from monitor.net.errors import (
+    Closed,
+    ProtocolError,
+    Stage,
+    TooLarge,
+    classify,
+    reason_of,
+    what,
+)
+from monitor.net.http1 import MAX_HEAD_BYTES, Data, Head, ResponseParser
+from monitor.net.resolve import IpFamily, ip_literal
+from monitor.net.tlsctx import HTTP_ALPN
+from monitor.net.tlsctx import client_context as ssl_context
+from monitor.probes.base import ProbeFailure, RunContext
 from monitor.probes.compression import ACCEPT_ENCODING, decode_body
-from monitor.probes.exhaustion import Lookup, executor_full, own_exhaustion
+from monitor.redact import MASK, SENSITIVE_HEADERS
 
-# A response head larger than this is not a sane HTTP server (docs/architecture.md, reasons).
-MAX_HEAD_BYTES = 64 * 1024
-READ_SIZE = 64 * 1024
 # Shown in --debug traces (docs/probes/http.md: at most 4 KiB of a body is kept).
 TRACE_BODY_BYTES = 4096
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Headers whose values never reach a trace line, whatever the config says.
-SENSITIVE_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
-})
 # Headers whose values are URLs: their query values are masked in traces.
 URL_HEADERS = frozenset({"location", "content-location", "referer"})
 # Headers not sent on to another origin when a redirect leaves it.
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-_MASK = "<redacted>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,130 +145,22 @@ class Response:
 ResponseHook = Callable[[Response], None]
 
 
-# -- TLS contexts -------------------------------------------------------------
-# Building a context with the system trust store costs milliseconds; probes
-# share one per (ca_file, its mtime, insecure, ALPN), so a rotated CA file
-# is picked up at the next run.
-_CONTEXTS: dict[tuple[str | None, int, bool, tuple[str, ...]], ssl.SSLContext] = {}
-HTTP_ALPN = ("http/1.1",)
-
-
-def ssl_context(tls: TLSOptions | None, alpn: tuple[str, ...] = HTTP_ALPN) -> ssl.SSLContext:
-    """The client context for ``tls`` options: the system trust store, or
-    only ``ca_file`` when given; no verification with ``insecure_skip_verify``.
-    ``alpn`` is offered in the handshake (nothing when empty).
-    Raises ProbeFailure("tls") when ``ca_file`` cannot be loaded."""
-    tls = tls or TLSOptions()
-    ca_file = str(tls.ca_file) if tls.ca_file is not None else None
-    try:
-        mtime = os.stat(ca_file).st_mtime_ns if ca_file else 0
-        key = (ca_file, mtime, tls.insecure_skip_verify, alpn)
-        context = _CONTEXTS.get(key)
-        if context is None:
-            context = _new_context(ca_file, tls.insecure_skip_verify, alpn)
-            if len(_CONTEXTS) >= 64:  # reloads with changing CA files: stay bounded
-                _CONTEXTS.clear()
-            _CONTEXTS[key] = context
-    except (OSError, ssl.SSLError) as exc:  # removed or replaced since the config loaded
-        own = own_exhaustion(exc, "loading the CA bundle")
-        if own is not None:
-            raise own from None
-        raise ProbeFailure("tls", f"cannot load ca_file {ca_file}: {exc}") from None
-    return context
-
-
-def _new_context(ca_file: str | None, insecure: bool, alpn: tuple[str, ...]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=ca_file)
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if alpn:
-        context.set_alpn_protocols(list(alpn))
-    return context
-
-
-# -- progress, timings and the trace ---------------------------------------------
-class _Run:
-    """What one fetch has done so far: timings, the stage a timeout hits."""
-
-    __slots__ = ("bytes_in", "ctx", "lookup", "phases", "public_query", "stage", "target",
-                 "trace_on")
-
-    def __init__(self, ctx: RunContext | None, public_query: frozenset[str] = frozenset()
-                 ) -> None:
-        self.ctx = ctx
-        self.trace_on = ctx is not None and ctx.debug
-        self.phases: dict[str, float] = {}
-        self.stage = "dns"
-        self.target = ""
-        self.bytes_in = 0
-        self.lookup: Lookup | None = None  # the DNS lookup under way, if any
-        self.public_query = public_query  # shown as is in the trace; other values masked
-
-    def phase(self, name: str, seconds: float) -> None:
-        self.phases[name] = self.phases.get(name, 0.0) + seconds
-        if self.ctx is not None:
-            self.ctx.phase(name, seconds)
-
-    def trace(self, line: str) -> None:
-        if self.trace_on:
-            assert self.ctx is not None
-            self.ctx.trace(line)
-
-    def timed_out(self, timeout: float) -> ProbeFailure:
-        where = self.target
-        if self.stage == "dns":
-            if self.lookup is not None and not self.lookup.started:
-                return executor_full(where.rpartition(":")[0], timeout)
-            return ProbeFailure("dns", f"resolving {where} did not finish within {timeout:.3g}s")
-        if self.stage == "connect":
-            return ProbeFailure("connect_timeout",
-                                f"TCP connect to {where} not done within {timeout:.3g}s")
-        if self.stage == "tls":
-            return ProbeFailure("timeout",
-                                f"TLS handshake with {where} not done within {timeout:.3g}s")
-        if self.stage == "ttfb":
-            return ProbeFailure("timeout",
-                                f"no response from {where} within {timeout:.3g}s (request sent)")
-        return ProbeFailure("timeout", f"response from {where} not complete within "
-                                       f"{timeout:.3g}s ({self.bytes_in} bytes received)")
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}ms"
+def request_of(fields: HttpRequestFields) -> Request:
+    """The Request of a fixed request model (http, lb, load): built once per config."""
+    body, headers = request_body(fields)
+    return Request(url=fields.url, method=fields.method, headers=headers, body=body,
+                   public_query=frozenset(fields.public_query))
 
 
 def _trace_header(prefix: str, name: str, value: str, public_query: frozenset[str]) -> str:
     lower = name.lower()
     if lower in SENSITIVE_HEADERS:
-        shown = _MASK
+        shown = MASK
     elif lower in URL_HEADERS:  # a redirect to a signed URL carries its signature
         shown = mask_query(value, public_query)
     else:
         shown = value
     return f"{prefix} {name}: {shown}"
-
-
-# -- connections ------------------------------------------------------------------
-@dataclass(slots=True)
-class Connection:
-    """An open connection: asyncio streams plus what the handshake told."""
-
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    address: str
-    tls_version: str | None = None
-
-    @property
-    def ssl_object(self) -> ssl.SSLObject | None:
-        obj: Any = self.writer.get_extra_info("ssl_object")
-        return obj  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        # abort(): the socket closes at once, without a close_notify
-        # exchange or waiting on a slow peer; the peer sees FIN (or RST
-        # when unread bytes were left, as after a redirect's head).
-        self.writer.transport.abort()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -284,153 +190,6 @@ def _address(url: str) -> tuple[str, str, int, str, str]:
     return parts.scheme, host, port, authority, target
 
 
-@functools.lru_cache(maxsize=1024)
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-async def _resolve(host: str, port: int, run: _Run) -> list[str]:
-    started = time.monotonic()
-    run.lookup = Lookup()
-    try:
-        infos = await run.lookup.getaddrinfo(host, port)
-    except socket.gaierror as exc:
-        raise ProbeFailure("dns", f"cannot resolve {host}: {exc.strerror or exc}") from None
-    except UnicodeError as exc:  # an invalid IDNA name
-        raise ProbeFailure("dns", f"cannot resolve {host}: {exc}") from None
-    finally:  # failed or cut short, the time was spent in this phase
-        seconds = time.monotonic() - started
-        run.phase("dns", seconds)
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    run.trace(f"* dns {host} -> {', '.join(addresses)} ({_ms(seconds)})")
-    if not addresses:
-        raise ProbeFailure("dns", f"{host} resolves to no address")
-    return addresses
-
-
-async def _tcp_connect(addresses: list[str], port: int, run: _Run
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
-    """Try the addresses in order (a dual-stack host may not be reachable
-    over one family); this is not a retry: no request has been sent."""
-    run.stage = "connect"
-    started = time.monotonic()
-    errors: list[str] = []
-    refused = False
-    timed_out = False
-    try:
-        for address in addresses:
-            try:
-                reader, writer = await asyncio.open_connection(address, port, limit=READ_SIZE)
-            except ConnectionRefusedError:
-                refused = True
-                errors.append(f"{address}: connection refused")
-            except TimeoutError:  # the kernel gave up (ETIMEDOUT), not our deadline
-                timed_out = True
-                errors.append(f"{address}: timed out")
-            except OSError as exc:  # unreachable host or network, or ours
-                own = own_exhaustion(exc, f"connecting to {address}:{port}")
-                if own is not None:
-                    raise own from None
-                errors.append(f"{address}: {exc.strerror or exc}")
-            else:
-                run.trace(f"* connected to {address}:{port} "
-                          f"({_ms(time.monotonic() - started)})")
-                return reader, writer, address
-    finally:
-        run.phase("connect", time.monotonic() - started)
-    reason: Reason = "connect_timeout" if timed_out and not refused else "connect_refused"
-    raise ProbeFailure(reason, f"cannot connect to port {port}: {'; '.join(errors)}")
-
-
-async def _handshake(writer: asyncio.StreamWriter, context: ssl.SSLContext,
-                     server_name: str, run: _Run) -> str | None:
-    run.stage = "tls"
-    started = time.monotonic()
-    try:
-        await _start_tls(writer, context, server_name, run)
-    finally:
-        run.phase("tls", time.monotonic() - started)
-    obj: Any = writer.get_extra_info("ssl_object")
-    version: str | None = obj.version() if obj is not None else None
-    if run.trace_on and obj is not None:
-        cipher = obj.cipher()
-        run.trace(f"* tls {version} {cipher[0] if cipher else ''} "
-                  f"server_name={server_name} ({_ms(time.monotonic() - started)})")
-    return version
-
-
-async def _start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext,
-                     server_name: str, run: _Run) -> None:
-    try:
-        await writer.start_tls(context, server_hostname=server_name)
-    except ssl.SSLCertVerificationError as exc:
-        writer.transport.abort()
-        message = exc.verify_message or exc.reason or str(exc)
-        raise ProbeFailure("tls", f"certificate of {server_name} rejected: {message}") from None
-    except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError,
-            asyncio.IncompleteReadError) as exc:
-        writer.transport.abort()
-        raise ProbeFailure("connection_reset", f"connection to {run.target} closed during "
-                           f"the TLS handshake ({type(exc).__name__})") from None
-    except ssl.SSLError as exc:
-        writer.transport.abort()
-        raise ProbeFailure("tls", f"TLS handshake with {run.target} failed: "
-                           f"{exc.reason or exc}") from None
-    except ConnectionError as exc:
-        writer.transport.abort()
-        raise ProbeFailure("connection_reset", f"connection to {run.target} lost during "
-                           f"the TLS handshake: {exc}") from None
-
-
-async def _open(host: str, port: int, run: _Run, *, tls: TLSOptions | None,
-                use_tls: bool, connect_address: str | None, server_name: str | None,
-                alpn: tuple[str, ...] = HTTP_ALPN) -> Connection:
-    run.target = f"{host}:{port}"
-    run.stage = "dns"
-    context = ssl_context(tls, alpn) if use_tls else None  # a bad ca_file: before connecting
-    if connect_address is not None:
-        addresses = [connect_address]
-    elif _is_ip(host):
-        addresses = [host]
-    else:
-        addresses = await _resolve(host, port, run)
-    reader, writer, address = await _tcp_connect(addresses, port, run)
-    version = None
-    if context is not None:
-        try:
-            version = await _handshake(writer, context, server_name or host, run)
-        except BaseException:
-            writer.transport.abort()
-            raise
-    return Connection(reader, writer, address, version)
-
-
-async def open_connection(host: str, port: int, *, timeout: float,
-                          tls: TLSOptions | None = None, use_tls: bool = True,
-                          ctx: RunContext | None = None, connect_address: str | None = None,
-                          alpn: tuple[str, ...] = ()) -> Connection:
-    """Resolve, connect and (with ``use_tls``) do the TLS handshake, timing
-    each phase into ``ctx``; the TLS probe and non-HTTP kinds use this.
-
-    SNI and the name verified are ``tls.server_name`` or else ``host``;
-    ``alpn`` protocols are offered (none by default: any TLS service).
-    Raises ProbeFailure (dns, connect_refused, connect_timeout, tls,
-    connection_reset, timeout). The caller closes the connection.
-    """
-    run = _Run(ctx)
-    try:
-        async with asyncio.timeout(timeout):
-            return await _open(host, port, run, tls=tls, use_tls=use_tls,
-                               connect_address=connect_address,
-                               server_name=tls.server_name if tls else None, alpn=alpn)
-    except TimeoutError:
-        raise run.timed_out(timeout) from None
-
-
 # -- one exchange -------------------------------------------------------------------
 def _request_head(request: Request, host: str) -> list[tuple[str, str]]:
     given = {name.lower() for name, _ in request.headers}
@@ -448,197 +207,27 @@ def _request_head(request: Request, host: str) -> list[tuple[str, str]]:
     return headers
 
 
-def _looks_like_http(data: bytes) -> bool:
-    return b"HTTP/"[: len(data)] == data[:5]
-
-
-# HTTP/1.x parsing is done here rather than with h11: h11 was a fifth of
-# the CPU of a plain-HTTP probe run (measured with bench/http_probe_cpu.py),
-# and a client only needs the response side. RFC 9112: status line,
-# header fields, message body length.
-# Heads are decoded as latin-1 (RFC 9110 5.5: other bytes are opaque).
-_STATUS_LINE = re.compile(r"HTTP/(\d\.\d) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
-# A chunk-size line with extensions longer than this is not a sane server.
-MAX_CHUNK_LINE = 4096
-
-
-class _ProtocolError(Exception):
-    """The peer's bytes are not HTTP/1.x; becomes reason ``protocol``."""
-
-
-class _Closed(Exception):
-    """EOF before a complete response; becomes reason ``connection_reset``."""
-
-
-class _Incoming:
-    """Buffered reading of one response off a stream, counting bytes and
-    noting the first byte's time (the end of ttfb)."""
-
-    __slots__ = ("buf", "eof", "first_byte", "reader", "run", "sent")
-
-    def __init__(self, reader: asyncio.StreamReader, run: _Run, sent: float) -> None:
-        self.reader = reader
-        self.run = run
-        self.sent = sent
-        self.buf = bytearray()
-        self.eof = False
-        self.first_byte = 0.0
-
-    async def more(self) -> None:
-        """Read what has arrived into the buffer; _Closed at EOF."""
-        if self.eof:
-            raise _Closed
-        data = await self.reader.read(READ_SIZE)
-        if not data:
-            self.eof = True
-            raise _Closed
-        run = self.run
-        if not run.bytes_in:
-            self.first_byte = time.monotonic()
-            run.phase("ttfb", self.first_byte - self.sent)
-            run.stage = "transfer"
-        if run.bytes_in < 5:
-            start = bytes(self.buf[:5]) + data[: 5 - len(self.buf)]
-            if not _looks_like_http(start):
-                raise _ProtocolError(f"not an HTTP response: {data[:40]!r}")
-        run.bytes_in += len(data)
-        self.buf += data
-
-    def take(self, size: int) -> bytes:
-        data = bytes(self.buf[:size])
-        del self.buf[:size]
-        return data
-
-    def _head_end(self, start: int) -> tuple[int, int]:
-        """(end of the head's text, end of the blank line), or (-1, -1).
-        Lines end in CRLF, or in a bare LF from lax servers."""
-        crlf = self.buf.find(b"\n\r\n", start)
-        lf = self.buf.find(b"\n\n", start)
-        if lf >= 0 and (crlf < 0 or lf < crlf):
-            return lf, lf + 2
-        if crlf >= 0:
-            return crlf, crlf + 3
-        return -1, -1
-
-    async def head(self) -> tuple[str, int, str, list[tuple[str, str]]]:
-        """(version, status, reason, headers with lower-case names)."""
-        searched = 0
-        while True:
-            # Look only at new bytes (and 2 before, where an end may straddle).
-            text_end, end = self._head_end(max(0, searched - 2))
-            if end >= 0:
-                break
-            if len(self.buf) > MAX_HEAD_BYTES:
-                raise _ProtocolError(f"response head larger than {MAX_HEAD_BYTES // 1024} KiB")
-            searched = len(self.buf)
-            await self.more()
-        if text_end > MAX_HEAD_BYTES:
-            raise _ProtocolError(f"response head larger than {MAX_HEAD_BYTES // 1024} KiB")
-        lines = self.take(end)[:text_end].decode("latin-1").split("\n")
-        status = _STATUS_LINE.fullmatch(lines[0].rstrip("\r"))
-        if status is None:
-            raise _ProtocolError(f"invalid status line {lines[0][:80]!r}")
-        headers: list[tuple[str, str]] = []
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if colon and _TOKEN.fullmatch(name):
-                headers.append((name.lower(), value.strip(" \t\r")))
-            elif line[:1] in (" ", "\t") and headers:
-                # Obsolete line folding: joined with a space (RFC 9112 5.2).
-                last, before = headers[-1]
-                headers[-1] = (last, f"{before} {line.strip()}")
-            else:
-                raise _ProtocolError(f"invalid header line {line[:80]!r}")
-        return status[1], int(status[2]), status[3] or "", headers
-
-    async def exactly(self, size: int) -> bytes:
-        while len(self.buf) < size:
-            await self.more()
-        return self.take(size)
-
-    async def line(self) -> bytes:
-        while (end := self.buf.find(b"\n")) < 0:
-            if len(self.buf) > MAX_CHUNK_LINE:
-                raise _ProtocolError("chunk-size line too long")
-            await self.more()
-        return self.take(end + 1).rstrip(b"\r\n")
-
-    async def body(self, framing: str | int, cap: int) -> bytes:
-        """The body framed by Content-Length (an int), ``chunked`` or ``close``."""
-        if isinstance(framing, int):
-            if framing > cap:
-                raise _TooBig
-            return await self.exactly(framing)
-        if framing == "close":
-            while not self.eof:
-                if len(self.buf) > cap:
-                    raise _TooBig
-                try:
-                    await self.more()
-                except _Closed:
-                    break
-            if len(self.buf) > cap:
-                raise _TooBig
-            return self.take(len(self.buf))
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            line = await self.line()
-            digits = _CHUNK_SIZE.fullmatch(line.partition(b";")[0].strip())
-            if digits is None:
-                raise _ProtocolError(f"invalid chunk size {line[:40]!r}")
-            chunk = int(digits[0], 16)
-            if chunk == 0:
-                while await self.line():  # trailer fields, up to the blank line
-                    pass
-                return b"".join(parts)
-            size += chunk
-            if size > cap:
-                raise _TooBig
-            parts.append(await self.exactly(chunk))
-            if await self.line():
-                raise _ProtocolError("chunk data longer than its size")
-
-
-class _TooBig(Exception):
-    """A body over max_body_bytes; becomes reason ``assertion``."""
-
-
-def _framing(method: str, status: int, headers: list[tuple[str, str]]) -> str | int:
-    """How the body is delimited (RFC 9112 6.3): a length, chunked, or close."""
-    if method == "HEAD" or status in (204, 304) or status < 200:
-        return 0
-    encodings = [v for n, v in headers if n == "transfer-encoding"]
-    if encodings:
-        last = ",".join(encodings).rsplit(",", 1)[-1].strip().lower()
-        return "chunked" if last == "chunked" else "close"
-    lengths = {v.strip() for n, v in headers if n == "content-length"
-               for v in v.split(",")}
-    if not lengths:
-        return "close"
-    if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
-        raise _ProtocolError(f"invalid Content-Length {', '.join(sorted(lengths))!r}")
-    return int(lengths.pop())
-
-
-def _encode_request(method: str, target: str, headers: list[tuple[str, str]],
-                    body: bytes | None) -> bytes:
+def encode_request(method: str, target: str, headers: list[tuple[str, str]],
+                   body: bytes | None) -> bytes:
+    """The request's bytes; ValueError for a header that would split the head
+    (config validation refuses those; a journey's extracted value may not)."""
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers:
-        if "\r" in value or "\n" in value:  # would split the header: never send it
-            raise ValueError(f"header {name} has a line break in its value")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"header {name} has a line break or NUL in its value")
         lines.append(f"{name}: {value}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return head + body if body else head
 
 
-async def _exchange(connection: Connection, request: Request, authority: str, target: str,
-                    run: _Run, *, redirects_on: bool, max_body_bytes: int,
+async def _exchange(connection: Stream, request: Request, authority: str, target: str,
+                    run: Progress, *, redirects_on: bool, max_body_bytes: int,
                     on_head: Callable[[Response], None]) -> Response:
     headers = _request_head(request, authority)
-    out = _encode_request(request.method, target, headers, request.body)
+    try:
+        out = encode_request(request.method, target, headers, request.body)
+    except (ValueError, UnicodeEncodeError) as exc:  # a value filled in at run time
+        raise ProbeFailure("assertion", f"cannot send the request: {exc}") from None
     if run.trace_on:
         run.trace(f"> {request.method} {mask_query(target, run.public_query)} HTTP/1.1")
         for name, value in headers:
@@ -649,64 +238,92 @@ async def _exchange(connection: Connection, request: Request, authority: str, ta
         connection.writer.write(out)
         await connection.writer.drain()
     except (OSError, ssl.SSLError) as exc:  # resets, and ICMP errors on an open socket
-        raise ProbeFailure("connection_reset", f"connection to {run.target} lost while "
-                           f"sending the request: {exc}") from None
-    incoming = _Incoming(connection.reader, run, time.monotonic())
+        raise _lost(exc, "send", run, f"connection to {run.target} lost while sending the "
+                    f"request: {what(exc)}") from None
+    sent = time.monotonic()
+    first_byte = sent
+    parser = ResponseParser(request.method, max_body_bytes)
+    reader = connection.reader
     response: Response | None = None
-    read_body = False
+    parts: list[bytes] = []
+    read_body = True
     try:
         while True:
-            version, status, reason, fields = await incoming.head()
-            if 100 <= status < 200 and status != 101:
-                continue  # interim (100 Continue, 103 Early Hints): the answer follows
-            break
-        framing = _framing(request.method, status, fields)
-        response = Response(
-            status=status, reason=reason, http_version=version, headers=fields, body=b"",
-            url=request.url, tls_version=connection.tls_version, address=connection.address,
-        )
-        if run.trace_on:
-            run.trace(f"< HTTP/{version} {status} {reason}")
-            for name, value in fields:
-                run.trace(_trace_header("<", name, value, run.public_query))
-        on_head(response)
-        # A redirect about to be followed (or to fail the run as one too
-        # many) is judged by its head alone: its body is not read.
-        read_body = not (redirects_on and _location(response) is not None)
-        if read_body:
-            response.body = await incoming.body(framing, max_body_bytes)
-    except _ProtocolError as exc:
+            data = await reader.read(READ_SIZE)
+            if data and not run.bytes_in:
+                first_byte = time.monotonic()
+                run.phase("ttfb", first_byte - sent)
+                run.stage = "transfer"
+            run.bytes_in += len(data)
+            done = False
+            for event in parser.feed(data):
+                if isinstance(event, Data):
+                    parts.append(event.data)
+                elif isinstance(event, Head):
+                    response = _response(event, request, connection, run)
+                    on_head(response)
+                    # A redirect about to be followed (or to fail the run as one
+                    # too many) is judged by its head alone: its body is not read.
+                    read_body = not (redirects_on and _location(response) is not None)
+                    if not read_body:
+                        done = True
+                        break
+                else:
+                    done = True
+            if done:
+                break
+    except ProtocolError as exc:
         raise ProbeFailure("protocol", f"invalid HTTP response from {run.target}: "
                                        f"{exc}") from None
-    except _TooBig:
+    except TooLarge:
         raise ProbeFailure("assertion", f"body larger than max_body_bytes "
                                         f"({max_body_bytes} bytes)") from None
-    except _Closed:
-        raise ProbeFailure("connection_reset", _eof_detail(run, response)) from None
+    except Closed as exc:
+        raise ProbeFailure("connection_reset",
+                           f"connection to {run.target} closed {exc}") from None
     except (OSError, ssl.SSLError) as exc:  # resets, and ICMP errors on an open socket
-        raise ProbeFailure("connection_reset", _eof_detail(run, response, exc)) from None
-    run.phase("transfer", time.monotonic() - incoming.first_byte)
+        raise _lost(exc, "receive", run, _lost_detail(run, response, exc)) from None
+    assert response is not None
+    run.phase("transfer", time.monotonic() - first_byte)
     if read_body:  # decoded after the transfer phase: that times the network alone
-        response.wire_bytes = len(response.body)
-        response.body = decode_body(response.body, response.header("content-encoding"),
-                                    max_body_bytes)
-    if run.trace_on and read_body:
-        shown = response.body[:TRACE_BODY_BYTES].decode("utf-8", errors="replace")
-        run.trace(f"< body ({len(response.body)} bytes, {response.wire_bytes} on the wire): "
-                  f"{shown}")
+        wire = parts[0] if len(parts) == 1 else b"".join(parts)
+        response.wire_bytes = len(wire)
+        response.body = decode_body(wire, response.header("content-encoding"), max_body_bytes)
+        if run.trace_on:
+            shown = response.body[:TRACE_BODY_BYTES].decode("utf-8", errors="replace")
+            run.trace(f"< body ({len(response.body)} bytes, {response.wire_bytes} on the "
+                      f"wire): {shown}")
     return response
 
 
-def _eof_detail(run: _Run, response: Response | None, error: Exception | None = None) -> str:
+def _response(head: Head, request: Request, connection: Stream, run: Progress) -> Response:
+    response = Response(
+        status=head.status, reason=head.reason, http_version=head.version,
+        headers=head.headers, body=b"", url=request.url, tls_version=connection.tls_version,
+        address=connection.address,
+    )
+    if run.trace_on:
+        run.trace(f"< HTTP/{head.version} {head.status} {head.reason}")
+        for name, value in head.headers:
+            run.trace(_trace_header("<", name, value, run.public_query))
+    return response
+
+
+def _lost(exc: BaseException, stage: Stage, run: Progress, detail: str) -> ProbeFailure:
+    """The one classifier's reason for an error on the open connection; ours
+    (ENOBUFS, ...) says so in its own detail."""
+    reason = reason_of(exc, stage)
+    return classify(exc, stage, run.target) if reason == "error" else ProbeFailure(reason, detail)
+
+
+def _lost_detail(run: Progress, response: Response | None, error: Exception) -> str:
     if not run.bytes_in:
         where = "before any response byte"
     elif response is None:
         where = "inside the response head"
     else:
         where = "before the end of the body"
-    if error is None:
-        return f"connection to {run.target} closed {where}"
-    return f"connection to {run.target} lost {where}: {error}"
+    return f"connection to {run.target} lost {where}: {what(error)}"
 
 
 # -- the public request ----------------------------------------------------------------
@@ -720,6 +337,8 @@ async def fetch(
     max_redirects: int = 10,
     max_body_bytes: int = 1024 * 1024,
     on_response: ResponseHook | None = None,
+    ip_family: IpFamily = "any",
+    progress: Progress | None = None,
 ) -> Response:
     """Send ``request`` on a fresh connection and return the final response.
 
@@ -731,11 +350,13 @@ async def fetch(
     ``on_response`` sees every response head, redirects included, as soon
     as it arrives (count them there). With ``ctx`` the phases are added to
     the run and, in debug mode, the trace gets phases and both heads with
-    credential headers masked.
+    credential headers masked. ``ip_family`` filters what the host resolves
+    to; ``progress`` is the caller's, to read the stage a deadline of its own
+    hit and to sum phases over several fetches (a journey's steps).
 
     Raises ProbeFailure (see the module docstring); never retries.
     """
-    run = _Run(ctx, request.public_query)
+    run = progress if progress is not None else Progress(ctx, request.public_query)
     first_host = _split(request.url).hostname
     history: list[Response] = []
 
@@ -756,10 +377,11 @@ async def fetch(
                                        f"{_short(current.url)}: {exc}") from None
                 same_host = host == first_host
                 use_tls = scheme == "https"
-                connection = await _open(
+                connection = await open_stream(
                     host, port, run, tls=tls, use_tls=use_tls,
                     connect_address=connect_address if same_host else None,
                     server_name=tls.server_name if tls is not None and same_host else None,
+                    alpn=HTTP_ALPN, family=ip_family,
                 )
                 follow = len(history) < max_redirects
                 try:
@@ -790,11 +412,11 @@ async def fetch(
         raise run.timed_out(timeout) from None
 
 
-def _final(response: Response, history: list[Response], run: _Run) -> Response:
+def _final(response: Response, history: list[Response], run: Progress) -> Response:
     response.history = history
     response.phases = dict(run.phases)
     if run.trace_on:
-        run.trace("* phases " + " ".join(f"{name}={_ms(seconds)}"
+        run.trace("* phases " + " ".join(f"{name}={ms(seconds)}"
                                          for name, seconds in run.phases.items()))
     return response
 
@@ -829,3 +451,7 @@ def _redirected(request: Request, status: int, url: str) -> Request:
         headers = [(n, v) for n, v in headers if n.lower() not in _CREDENTIAL_HEADERS]
     return Request(url=url, method=method, headers=headers, body=body,
                    public_query=request.public_query)
+
+
+__all__ = ["HTTP_ALPN", "MAX_HEAD_BYTES", "Request", "Response", "ResponseHook", "Stream",
+           "encode_request", "fetch", "ip_literal", "open_connection", "ssl_context"]

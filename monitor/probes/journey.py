@@ -1,11 +1,16 @@
 """`kind: journey`: walk a user's path (HTTP login, WebSocket, send, answer).
 
-One run opens a fresh HTTP session (no connection is reused, nothing is
-retried) and runs the configured steps in order; the first failing step
-ends the run, and the WebSocket and the session are always closed. It
-measures whether each step succeeded and how long it took
-(``monitor_journey_step_success`` / ``_duration_seconds{step}``), and
-counts every HTTP response (logins, redirects, WebSocket upgrades) in
+One run runs the configured steps in order; the first failing step ends
+the run, and the WebSocket is always closed. ``http`` steps go through the
+house client (:mod:`monitor.probes.httpclient` on :mod:`monitor.net`: a
+fresh connection per request, nothing retried, the same resolver, TLS
+contexts and reasons as ``kind: http``); WebSocket steps through aiohttp
+(a session with no connection reuse). It measures whether each step
+succeeded and how long it took (``monitor_journey_step_success`` /
+``_duration_seconds{step}``), exports the http steps' phases summed over
+the run as ``monitor_http_phase_duration_seconds{phase}`` (dns, connect,
+tls, ttfb, transfer, as ``kind: http`` does), and counts every HTTP
+response (logins, redirects, WebSocket upgrades) in
 ``monitor_http_responses_total{code, origin}``.
 
 Failure reasons, always with the failing step named in the detail:
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -59,6 +65,11 @@ from monitor.config.journey import (
     WsSendStep,
 )
 from monitor.config.types import format_duration
+from monitor.net.connect import Progress
+from monitor.net.errors import classify as classify_net
+from monitor.net.exhaustion import own_exhaustion
+from monitor.net.resolve import FAMILIES
+from monitor.net.tlsctx import client_context
 from monitor.probes.base import (
     Probe,
     ProbeFailure,
@@ -68,8 +79,8 @@ from monitor.probes.base import (
     response_series,
     zero,
 )
-from monitor.probes.exhaustion import own_exhaustion
 from monitor.probes.expect import check_response
+from monitor.probes.httpclient import Request, Response, fetch
 from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
 from monitor.templates import render, render_json
@@ -85,6 +96,9 @@ TRACE_MESSAGE_CHARS = 200
 _ABNORMAL_CLOSE = 1006
 _MESSAGE_TOO_BIG = 1009
 _DNS_ERROR: Any = getattr(aiohttp, "ClientConnectorDNSError", ())
+HTTP_PHASES = ("dns", "connect", "tls", "ttfb", "transfer")
+PHASE_METRIC = "monitor_http_phase_duration_seconds"
+_CHARSET = re.compile(r"charset=\"?([A-Za-z0-9._:-]+)", re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -101,7 +115,6 @@ class JourneyProbe(Probe[JourneyProbeConfig]):
     def __init__(self, config: JourneyProbeConfig) -> None:
         super().__init__(config)
         self.config: JourneyProbeConfig = config
-        self._ssl: dict[TLSOptions, ssl.SSLContext] = {}
 
     async def run(self, ctx: RunContext) -> Any:
         return await _Walk(self, ctx).run()
@@ -109,18 +122,13 @@ class JourneyProbe(Probe[JourneyProbeConfig]):
     def initial_samples(self) -> list[Sample]:
         steps = [zero("monitor_journey_step_duration_seconds", step=step.name)
                  for step in self.config.steps]
-        return [*response_series(o.name for o in self.config.origins), *steps]
+        phases = [zero(PHASE_METRIC, phase=phase) for phase in HTTP_PHASES
+                  if any(step.http is not None for step in self.config.steps)]
+        return [*response_series(o.name for o in self.config.origins), *steps, *phases]
 
     def ssl_context(self, options: TLSOptions) -> ssl.SSLContext:
-        context = self._ssl.get(options)
-        if context is None:
-            cafile = str(options.ca_file) if options.ca_file else None
-            context = ssl.create_default_context(cafile=cafile)
-            if options.insecure_skip_verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._ssl[options] = context
-        return context
+        """The one TLS context cache of every kind (a changed CA file reloads)."""
+        return client_context(options, alpn=())
 
 
 class _Walk:
@@ -142,6 +150,10 @@ class _Walk:
         self.waiting = ""
         self.resolving = False
         self.connecting = False
+        # The http step under way (its stage tells what a timeout hit); the
+        # phases of every http step add up in http_phases.
+        self.progress: Progress | None = None
+        self.http_phases: dict[str, float] = {}
         self.tracing = start_trace(ctx, self.config.trace_context)
 
     # -- the walk ------------------------------------------------------------
@@ -166,6 +178,7 @@ class _Walk:
         limited = own is None or own > remaining
         budget = remaining if own is None or limited else own
         self.waiting, self.resolving, self.connecting = "", False, False
+        self.progress = None
         started = time.monotonic()
         failure: tuple[Reason, str] | None = None
         try:
@@ -196,9 +209,10 @@ class _Walk:
         spent = format_duration(round(budget, 3) or 0.001)
         tail = f" (what was left of the journey's {format_duration(self.config.timeout)})"
         tail = tail if limited else ""
-        if self.resolving:
+        stage = self.progress.stage if self.progress is not None else None
+        if self.resolving or stage == "dns":
             return "dns", f"no DNS answer after {spent}{tail}"
-        if self.connecting:
+        if self.connecting or stage == "connect":
             return "connect_timeout", f"connect not done after {spent}{tail}"
         return "timeout", f"timeout after {spent}{tail} {self.waiting}".rstrip()
 
@@ -218,55 +232,60 @@ class _Walk:
     # -- http ---------------------------------------------------------------
     async def _http(self, step: Step, action: HttpStep) -> None:
         url = self._render(action.url)
-        headers = {k: self._render(v.get_secret_value()) for k, v in action.headers.items()}
+        headers = [(k, self._render(v.get_secret_value())) for k, v in action.headers.items()]
         data: bytes | None = None
         if action.json_body is not None:
             data = json.dumps(self._render_json(action.json_body)).encode()
-            if not any(k.lower() == "content-type" for k in headers):
-                headers["Content-Type"] = "application/json"
+            if not any(k.lower() == "content-type" for k, _ in headers):
+                headers.append(("Content-Type", "application/json"))
         elif action.body is not None:
             data = self._render(action.body.get_secret_value()).encode()
         shown = mask_query(url, self.config.public_query)
         self._trace(step, f"> {action.method} {shown}")
-        for name, value in headers.items():
+        for name, value in headers:
             self._trace(step, f"> {name}: {value}")
-        headers.update(await self._id_token(step, action.auth))
-        self.tracing.update(headers)
+        headers += (await self._id_token(step, action.auth)).items()
         self.waiting = f"waiting for the response to {action.method} {shown}"
-        session = self._session()
+        request = self.tracing.apply(Request(
+            url=url, method=action.method, headers=headers, body=data,
+            public_query=frozenset(self.config.public_query)))
+        self.progress = Progress(phases=self.http_phases)
         try:
-            # aiohttp gives up when the count of redirects reaches its
-            # max_redirects: one more lets ours be followed.
-            async with session.request(
-                action.method, url, headers=headers, data=data,
-                allow_redirects=action.max_redirects > 0,
-                max_redirects=action.max_redirects + 1,
-                ssl=self.probe.ssl_context(action.tls), server_hostname=action.tls.server_name,
-            ) as response:
-                self._trace(step, f"< HTTP {response.status} {response.reason or ''}".rstrip())
-                self.waiting = f"reading the body of {action.method} {shown}"
-                body = await _read_body(response, action.max_body_bytes)
-                charset = response.charset or "utf-8"
-        except aiohttp.TooManyRedirects:
-            raise ProbeFailure("http_status", f"redirects ran out after {action.max_redirects} "
-                                              "(max_redirects)") from None
+            # The step's own timeout (around this call) ends it; the fetch's is
+            # only a bound of last resort.
+            response = await fetch(
+                request, timeout=self.config.timeout + 1.0, tls=action.tls,
+                max_redirects=action.max_redirects, max_body_bytes=action.max_body_bytes,
+                on_response=self._count, ip_family=self.config.ip_family,
+                progress=self.progress,
+            )
+        except ValueError:  # what the variables made of the URL cannot be requested
+            raise ProbeFailure("assertion", "the URL is invalid once its variables are "
+                                            "filled in") from None
+        body = response.body
+        self._trace(step, f"< HTTP {response.status} {response.reason}".rstrip())
         self._trace(step, f"< body {len(body)} bytes")
         status = response.status
         if not action.expect.status_ok(status):
             want = ", ".join(map(str, action.expect.status)) or "2xx"
             reason: Reason = "capacity" if status == 429 else "http_status"
             raise ProbeFailure(reason, f"expected status {want}, got {status}")
+        found = _CHARSET.search(response.header("content-type") or "")
         try:
-            text = body.decode(charset, "replace")
+            text = body.decode(found[1] if found else "utf-8", "replace")
         except LookupError:  # an unknown charset name
             text = body.decode("utf-8", "replace")
-        fields = [(name.lower(), value) for name, value in response.headers.items()]
+        fields = response.headers  # lower-case names, order kept (the house client)
         check_response(action.expect, fields, lambda: text, quote=False)
         for name, extractor in action.extract.items():
             value = _extract(name, extractor, text)
             self.values[name] = value
             self.redactor.add(value)
             self._trace(step, f"extracted {name} ({len(value)} characters)")
+
+    def _count(self, response: Response) -> None:
+        self.ctx.inc("monitor_http_responses_total", code=str(response.status),
+                     origin=classify_origin(self.config.origins, response.header_map))
 
     async def _id_token(self, step: Step, auth: Auth) -> dict[str, str]:
         """The ID-token header of ``auth`` (IAM-protected Cloud Run), or nothing."""
@@ -379,6 +398,7 @@ class _Walk:
     # -- plumbing -----------------------------------------------------------
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
+            # Only WebSocket steps use this session; http steps run on the house client.
             trace = aiohttp.TraceConfig()
             trace.on_request_end.append(self._on_response)
             trace.on_request_redirect.append(self._on_response)
@@ -387,7 +407,8 @@ class _Walk:
             trace.on_connection_create_start.append(self._on_connect_start)
             trace.on_connection_create_end.append(self._on_connect_end)
             self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False),
+                connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False,
+                                               family=FAMILIES[self.config.ip_family]),
                 headers={"User-Agent": USER_AGENT},
                 trace_configs=[trace],
                 timeout=aiohttp.ClientTimeout(total=None),  # our steps own the time
@@ -452,6 +473,8 @@ class _Walk:
                         "duration": round(outcome.duration, 6)})
             if not outcome.ok:
                 failed = step.name
+        for phase, seconds in self.http_phases.items():
+            self.ctx.observe(PHASE_METRIC, seconds, phase=phase)
         self.ctx.facts["steps"] = ran
         self.ctx.facts["failed_step"] = failed
         for line in self.lines:
@@ -473,17 +496,6 @@ class _Walk:
             return render_json(value, self.values)
         except KeyError as exc:
             raise ProbeFailure("assertion", f"variable ${{{exc.args[0]}}} has no value") from None
-
-
-async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise ProbeFailure("assertion", f"body larger than max_body_bytes ({limit} bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _extract(name: str, extractor: Extractor, text: str) -> str:
@@ -573,11 +585,9 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return "connect_timeout", "connect not done in time"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return "connect_refused", f"connection to {exc.host}:{exc.port} refused"
-        if isinstance(exc.os_error, TimeoutError):
-            return "connect_timeout", f"connect to {exc.host}:{exc.port} not done in time"
-        return "connect_refused", f"cannot connect to {exc.host}:{exc.port}: {exc.strerror}"
+        # The one classifier of monitor.net: an accept-then-reset is a reset here too.
+        failure = classify_net(exc.os_error, "connect", f"{exc.host}:{exc.port}")
+        return failure.reason, failure.detail
     if isinstance(exc, aiohttp.TooManyRedirects):
         return "http_status", "redirects ran out (max_redirects)"
     if isinstance(exc, aiohttp.ServerTimeoutError):

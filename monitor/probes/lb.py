@@ -32,7 +32,6 @@ index and IP).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import time
 from collections import Counter
@@ -41,8 +40,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from monitor.config.common import classify_origin
-from monitor.config.http import header_items
 from monitor.config.lb import LbProbeConfig
+from monitor.config.net import IpFamily
+from monitor.net.resolve import resolve, sort_addresses
 from monitor.probes.base import (
     Probe,
     ProbeFailure,
@@ -52,8 +52,7 @@ from monitor.probes.base import (
     Sample,
     response_series,
 )
-from monitor.probes.exhaustion import Lookup
-from monitor.probes.httpclient import Request, Response, fetch
+from monitor.probes.httpclient import Request, Response, fetch, request_of
 from monitor.probes.idtoken import with_id_token
 from monitor.tracecontext import start_trace
 
@@ -65,14 +64,13 @@ MAX_BACKEND_CHARS = 64
 OTHER = "other"
 UNKNOWN = "unknown"
 
-Resolver = Callable[[str, int], Awaitable[list[str]]]
+Resolver = Callable[[str, int, IpFamily], Awaitable[list[str]]]
 
 
-async def resolve_addresses(host: str, port: int) -> list[str]:
-    """Every A and AAAA address of ``host``, IPv4 first, each sorted."""
-    infos = await Lookup().getaddrinfo(host, port)
-    addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
-    return [str(a) for a in sorted(addresses, key=lambda a: (a.version, a))]
+async def resolve_addresses(host: str, port: int, family: IpFamily = "any") -> list[str]:
+    """Every address of ``host`` of ``family`` (the one resolver), IPv4 first,
+    each sorted: an index keeps meaning the same address while DNS rotates."""
+    return sort_addresses(await resolve(host, port, family))
 
 
 class BackendLabels:
@@ -130,10 +128,7 @@ class LbProbe(Probe[LbProbeConfig]):
         # Tests give a resolver that maps a name to several loopback addresses.
         self._resolve = resolve or resolve_addresses
         self.backends = BackendLabels(config.max_backends)
-        body = config.body.get_secret_value().encode() if config.body is not None else None
-        self._request = Request(url=config.url, method=config.method,
-                                headers=header_items(config.headers), body=body,
-                                public_query=frozenset(config.public_query))
+        self._request = request_of(config)
 
     def initial_samples(self) -> list[Sample]:
         return response_series(rule.name for rule in self.config.origins)
@@ -182,7 +177,7 @@ class LbProbe(Probe[LbProbeConfig]):
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             async with asyncio.timeout_at(deadline):
-                found = await self._resolve(host, port)
+                found = await self._resolve(host, port, config.ip_family)
         except TimeoutError:
             raise ProbeFailure("dns", f"no answer from the resolver for {host}") from None
         except socket.gaierror as exc:
@@ -210,7 +205,7 @@ class LbProbe(Probe[LbProbeConfig]):
             response = await fetch(
                 request, timeout=timeout, tls=config.tls, connect_address=address,
                 max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,
-                on_response=count,
+                on_response=count, ip_family=config.ip_family,
             )
         except ProbeFailure as failure:
             ctx.trace(f"address {index}: {failure.reason}: {failure.detail}")

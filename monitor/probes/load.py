@@ -34,7 +34,6 @@ from typing import Any
 
 import structlog
 
-from monitor.config.http import header_items
 from monitor.config.load import LoadProbeConfig
 from monitor.probes.base import (
     INITIAL_CODES,
@@ -46,7 +45,7 @@ from monitor.probes.base import (
     Sample,
     zero,
 )
-from monitor.probes.httpclient import Request, fetch
+from monitor.probes.httpclient import fetch, request_of
 from monitor.probes.idtoken import with_id_token
 from monitor.tracecontext import start_trace
 
@@ -74,10 +73,7 @@ class LoadProbe(Probe[LoadProbeConfig]):
 
     def __init__(self, config: LoadProbeConfig) -> None:
         super().__init__(config)
-        body = config.body.get_secret_value().encode() if config.body is not None else None
-        self._request = Request(url=config.url, method=config.method,
-                                headers=header_items(config.headers), body=body,
-                                public_query=frozenset(config.public_query))
+        self._request = request_of(config)
 
     def initial_samples(self) -> list[Sample]:
         return [*(zero(REQUESTS, code=code) for code in INITIAL_CODES),
@@ -101,7 +97,8 @@ class LoadProbe(Probe[LoadProbeConfig]):
                 request = trace.apply(await with_id_token(self._request, config.auth))
                 response = await fetch(
                     request, timeout=config.request_timeout, tls=config.tls,
-                    max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes)
+                    max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,
+                    ip_family=config.ip_family)
             except ProbeFailure as failure:
                 codes[failure.reason] += 1
                 failures[failure.reason] += 1

@@ -31,8 +31,8 @@ from typing import Any
 
 from monitor.config.tls import TlsProbeConfig
 from monitor.config.types import split_host_port
+from monitor.net.connect import open_connection
 from monitor.probes.base import Probe, ProbeFailure, Result, RunContext
-from monitor.probes.httpclient import open_connection
 
 EXPIRY = "monitor_tls_cert_expiry_timestamp_seconds"
 
@@ -48,7 +48,7 @@ class TlsProbe(Probe[TlsProbeConfig]):
         config = self.config
         connection = await open_connection(
             self._host, self._port, timeout=config.timeout,
-            tls=config.tls, ctx=ctx,
+            tls=config.tls, ctx=ctx, family=config.ip_family,
         )
         try:
             obj = connection.ssl_object

@@ -31,9 +31,9 @@ from monitor.daemon import Daemon
 from monitor.demo.backends import Faults, backend_app
 from monitor.httpd import GatedSite, start_server
 from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.net.connect import open_connection
 from monitor.probes.base import ProbeFailure
 from monitor.probes.httpclient import Request, fetch
-from monitor.probes.tcp import resolve
 from monitor.redact import Redactor
 from monitor.server import make_app
 from tests.support.daemon_process import reasons, run_backend, run_daemon, sample
@@ -622,7 +622,7 @@ async def test_a_dns_lookup_that_never_got_a_thread_is_error(backend: Served) ->
         with pytest.raises(ProbeFailure) as http:
             await fetch(Request(f"http://localhost:{backend.port}/health"), timeout=0.3)
         with pytest.raises(ProbeFailure) as tcp:
-            await resolve("localhost", backend.port, 0.3)
+            await open_connection("localhost", backend.port, timeout=0.3, use_tls=False)
     finally:
         release.set()
         await asyncio.gather(*blockers)

@@ -107,7 +107,7 @@ async def test_per_address_shows_the_failing_address(lb: Haproxy) -> None:
     """A name on two loopback addresses: the one whose backend answers 503 reads 0."""
     lb.second.status = 503
 
-    async def hosts(host: str, port: int) -> list[str]:
+    async def hosts(host: str, port: int, family: str) -> list[str]:
         assert host == HOSTNAME
         return list(ADDRESSES)
 

@@ -337,7 +337,7 @@ async def test_connection_refused_names_the_step() -> None:
         url = server.url
     result = await walk([{"name": "login", "http": {"url": f"{url}/auth/login"}}])
     assert result.reason == "connect_refused"
-    assert result.detail.startswith("step 'login': connection to 127.0.0.1:")
+    assert result.detail.startswith("step 'login': connecting to 127.0.0.1:")
 
 
 def test_default_timeout_sums_step_timeouts() -> None:
@@ -386,7 +386,7 @@ async def test_https_and_wss_with_a_private_ca(tmp_path: Path) -> None:
         steps[1]["ws_connect"]["tls"] = {"ca_file": str(ca_file)}
         verified = await walk(steps)
     assert unverified.reason == "tls"
-    assert unverified.detail.startswith("step 'login': TLS handshake failed")
+    assert unverified.detail.startswith("step 'login': TLS handshake with 127.0.0.1:")
     assert verified.ok, verified.detail
 
 
@@ -426,6 +426,25 @@ async def test_redirects_are_counted(max_redirects: int, reason: str | None,
     assert result.reason == reason, result.detail
     assert samples(result, RESPONSES) == counted
     if reason and max_redirects:
-        assert result.detail == "step 'go': redirects ran out after 2 (max_redirects)"
+        assert result.detail.startswith("step 'go': stopped after 2 redirects (max_redirects)")
     elif reason:
         assert result.detail == "step 'go': expected status 2xx, got 302"
+
+
+async def test_http_steps_export_the_phases_of_kind_http() -> None:
+    """http steps run on the house client: their dns/connect/ttfb/transfer phases are
+    summed over the run into monitor_http_phase_duration_seconds, once per phase."""
+    async with serve_app(redirecting_app()) as served:
+        steps = [{"name": "one", "http": {"url": f"{served.url}/end"}},
+                 {"name": "two", "http": {"url": f"{served.url}/end"}}]
+        cfg, redactor = load(steps)
+        probe = JourneyProbe(cfg)
+        result = await run_once(probe, cfg, redactor=redactor)
+    assert result.ok, result.detail
+    phases = [dict(s.labels)["phase"] for s in result.samples
+              if s.metric == "monitor_http_phase_duration_seconds"]
+    assert sorted(phases) == ["connect", "transfer", "ttfb"]  # an IP literal: no dns
+    assert served.connections == 2  # a fresh connection per step, nothing reused
+    registered = {dict(s.labels).get("phase") for s in probe.registration_samples()
+                  if s.metric == "monitor_http_phase_duration_seconds"}
+    assert registered == {"dns", "connect", "tls", "ttfb", "transfer"}

@@ -89,7 +89,7 @@ async def test_per_address_refused_address() -> None:
         with socket.socket() as probe_free:  # the port must be free on 127.0.0.2
             probe_free.bind(("127.0.0.2", port))
 
-        async def hosts(host: str, port_: int) -> list[str]:
+        async def hosts(host: str, port_: int, family: str) -> list[str]:
             return ["127.0.0.1", "127.0.0.2"]
 
         probe = LbProbe(config(f"http://two.test:{port}/", per_address=True, requests=2),
@@ -105,7 +105,7 @@ async def test_per_address_refused_address() -> None:
 async def test_per_address_caps_addresses() -> None:
     """Only the first max_addresses addresses are probed."""
     async with app_server() as port:
-        async def hosts(host: str, port_: int) -> list[str]:
+        async def hosts(host: str, port_: int, family: str) -> list[str]:
             return ["127.0.0.1"] * 5
 
         probe = LbProbe(config(f"http://many.test:{port}/", per_address=True, requests=1,
