@@ -48,3 +48,11 @@ def test_nothing_cites_a_missing_design_file() -> None:
     cited = [str(p.relative_to(ROOT)) for p in [*files, ROOT / "README.md"]
              if "DESIGN.md" in p.read_text(encoding="utf-8") and p.name != Path(__file__).name]
     assert cited == []
+
+
+def test_the_metrics_table_names_no_removed_metric() -> None:
+    """A row for a metric that SPECS no longer defines is a stale contract."""
+    import re
+
+    rows = set(re.findall(r"^\| `(monitor_[a-z_]+)` \|", DOC, flags=re.MULTILINE))
+    assert rows - {spec.name for spec in SPECS} == set()
