@@ -101,7 +101,7 @@ http {{
 async def run(config: dict[str, Any]) -> Result:
     cfg = PROBE_CONFIG.validate_python({"interval": "30s", "timeout": "3s", **config})
     probe = build_probe(cfg)
-    return await run_once(probe, cfg, redactor=Redactor(), debug=True)
+    return await run_once(probe, redactor=Redactor(), debug=True)
 
 
 def tls(nginx: Nginx, who: str | None) -> dict[str, str]:

@@ -439,7 +439,7 @@ async def test_http_steps_export_the_phases_of_kind_http() -> None:
                  {"name": "two", "http": {"url": f"{served.url}/end"}}]
         cfg, redactor = load(steps)
         probe = JourneyProbe(cfg)
-        result = await run_once(probe, cfg, redactor=redactor)
+        result = await run_once(probe, redactor=redactor)
     assert result.ok, result.detail
     phases = [dict(s.labels)["phase"] for s in result.samples
               if s.metric == "monitor_http_phase_duration_seconds"]
