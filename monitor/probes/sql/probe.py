@@ -6,7 +6,9 @@ One run does what a starting service does: it opens a new connection
 The connect is timed in phases, because each points at another layer:
 
     connect   TCP connect, DNS included (slow: the egress path, e.g. the
-              Serverless VPC Access connector, or the Auth Proxy's listener)
+              Serverless VPC Access connector, or the Auth Proxy's listener).
+              The host is resolved through monitor.net (``ip_family``), its
+              addresses dialled in order until one accepts (dial.py)
     tls       PostgreSQL: SSLRequest and handshake; MySQL: the handshake
               after the server greeting (absent when tls.mode is disable)
     startup   the rest until the session is ready: MySQL's greeting, the
@@ -49,7 +51,8 @@ the count is unknown: the probe must never be what exhausts the server.
 
 Failure reasons for this kind:
 
-    dns               the host does not resolve
+    dns               the host does not resolve, or its lookup did not finish
+                      within the timeout (monitor.net's reasons)
     connect_refused   the port refused (or the host was unreachable), or the
                       server refused sessions for now (PostgreSQL 57P03)
     connect_timeout   the connect did not complete within the timeout (no TCP
@@ -77,7 +80,9 @@ Failure reasons for this kind:
                       stops a statement the probe gave up on
     assertion         the query failed with an SQL error (permission
                       errors included: the login itself worked)
-    error             a bug of ours (logged with its traceback)
+    error             ours: out of descriptors, buffers or memory, or a DNS
+                      lookup that never got an executor thread (said so, not
+                      observed); or a bug of ours (logged with its traceback)
 
 Secrets: the password goes only to the driver; no DSN is ever built. Details,
 traces and logs name host, port, database and user, never the password.
