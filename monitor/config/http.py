@@ -19,8 +19,9 @@ from monitor.config.common import (
     mask_query,
     url_label,
 )
+from monitor.config.expect import ResponseChecks
 from monitor.config.net import IpFamily
-from monitor.config.types import Duration, Regex, format_duration, shorten
+from monitor.config.types import Duration, format_duration, shorten
 
 # The body of a probe's response is only checked, never stored whole.
 MAX_BODY_BYTES_CAP = 64 * 1024 * 1024
@@ -66,10 +67,10 @@ def status_expected(expected: tuple[int, ...], code: int) -> bool:
 Status = Annotated[int, Field(ge=100, le=599)]
 
 
-class HttpExpect(Strict):
+class HttpExpect(ResponseChecks):
+    """Status and duration; headers, body regexes and JSON paths (ResponseChecks)."""
+
     status: tuple[Status, ...] = ()  # empty: any 2xx
-    body_regex: Regex | None = None
-    body_not_regex: Regex | None = None
     max_duration: Duration | None = None
 
     def status_ok(self, code: int) -> bool:
@@ -158,6 +159,9 @@ class HttpProbeConfig(ProbeBase, HttpRequestFields):
                 f"max_duration ({format_duration(limit)}) exceeds timeout "
                 f"({format_duration(self.timeout)}): it could never fail",
             ))
+        if self.method == "HEAD" and (self.expect.body_regex or self.expect.json_paths):
+            found.append(("expect", "body_regex and json need a body, and a HEAD "
+                                    "response has none: the run could never pass"))
         return found
 
 

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitor import jsonpath
 from monitor.config.common import (
     Auth,
     Origin,
@@ -31,6 +32,14 @@ from monitor.config.common import (
     Strict,
     TLSOptions,
     url_label,
+)
+from monitor.config.expect import (
+    MAX_CHECKS,
+    HeaderName,
+    JsonMatch,
+    JsonPathKey,
+    ResponseChecks,
+    one_or_many,
 )
 from monitor.config.http import (
     MAX_REDIRECTS_CAP,
@@ -131,28 +140,16 @@ JsonValue = Annotated[Any, AfterValidator(_json_value)]
 StepName = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=63)]
 VarName = Annotated[str, Field(pattern=VAR_NAME)]
 
-# `$.token`, `$.data.items[0].id`, `$["odd key"]`
-_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[\"([^\"]*)\"\]|\['([^']*)'\]")
-
-
 class Extractor:
-    """One ``extract`` entry: a JSON path (``$.a.b``) or a regex with one group."""
+    """One ``extract`` entry: a JSON path (``$.a.b``, :mod:`monitor.jsonpath`)
+    or a regex with one group."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.path: tuple[str | int, ...] | None = None
+        self.path: jsonpath.Path | None = None
         self.regex: re.Pattern[str] | None = None
         if source.startswith("$"):
-            parts: list[str | int] = []
-            pos = 1
-            while pos < len(source):
-                match = _PATH_PART.match(source, pos)
-                if not match:
-                    raise ValueError(f"invalid JSON path {source!r} at position {pos}")
-                key, index, dq, sq = match.groups()
-                parts.append(int(index) if index is not None else (key or dq or sq or ""))
-                pos = match.end()
-            self.path = tuple(parts)
+            self.path = jsonpath.parse(source)
         else:
             self.regex = compile_regex(_regex_text(source))
             if self.regex.groups != 1:
@@ -181,11 +178,37 @@ class Extractor:
 ExtractorField = Annotated[Any, BeforeValidator(Extractor.parse)]
 
 
-class StepExpect(Strict):
-    """What an http step's response must look like."""
+def _expected_text(value: Any) -> Any:
+    """Expected JSON strings take no variables; `$$` is a literal `$`."""
+    if isinstance(value, str):
+        names = variables(value)
+        if names:
+            raise ValueError(f"expected values take no variables (found ${{{names[0]}}})")
+        return value.replace("$$", "$")
+    if isinstance(value, dict) and isinstance(value.get("regex"), str):
+        return {**value, "regex": _regex_text(value["regex"])}
+    return value
+
+
+JourneyRegexList = Annotated[tuple[JourneyRegex, ...], Field(max_length=MAX_CHECKS),
+                             one_or_many(lambda text: compile_regex(_regex_text(text)))]
+JourneyJsonMatch = Annotated[Any, BeforeValidator(JsonMatch.parse),
+                             BeforeValidator(_expected_text)]
+
+
+class StepExpect(ResponseChecks):
+    """What an http step's response must look like: the checks of `kind: http`
+    (monitor/config/expect.py), with regexes and expected values that take
+    no variables."""
 
     status: tuple[Status, ...] = ()  # empty: any 2xx
-    body_regex: JourneyRegex | None = None
+    headers: Annotated[dict[HeaderName, JourneyRegex], Field(max_length=MAX_CHECKS)] = Field(
+        default_factory=dict)
+    body_regex: JourneyRegexList = ()
+    body_not_regex: JourneyRegexList = ()
+    json_paths: Annotated[dict[JsonPathKey, JourneyJsonMatch],
+                          Field(max_length=MAX_CHECKS)] = Field(default_factory=dict,
+                                                                alias="json")
 
     def status_ok(self, code: int) -> bool:
         return status_expected(self.status, code)

@@ -201,6 +201,8 @@ def _format_errors(exc: ValidationError, where: str, label: str, *, tagged: bool
         loc = list(error["loc"])
         if tagged and loc and error["type"] not in ("union_tag_invalid", "union_tag_not_found"):
             loc = loc[1:]  # pydantic puts the discriminator value first
+        if loc and loc[-1] == "[key]":  # pydantic's mark of a bad mapping key
+            loc = loc[:-1]
         path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
         lines.append(f"{path}{label}: {_sentence(error)}")
     return lines

@@ -19,14 +19,18 @@ Failure reasons for this kind:
     connection_reset  reset, or closed before a complete response
     timeout           connected, but no complete response within the timeout
     protocol          the peer does not speak HTTP/1.x (invalid status line,
-                      head over 64 KiB, broken chunking)
+                      head over 64 KiB, broken chunking); a gzip or deflate
+                      body that does not decode
     capacity          429 where it was not expected (the platform is out of room)
     http_status       any other status not in ``expect.status`` (default 2xx);
                       or redirects exhausted
-    assertion         body over ``max_body_bytes``, ``body_regex`` not found,
-                      ``body_not_regex`` found, slower than ``max_duration``
+    assertion         body over ``max_body_bytes`` (decoded: gzip and deflate
+                      bodies are inflated within the cap), a header, body or
+                      JSON check of ``expect`` failed (:mod:`monitor.probes.expect`;
+                      the detail names the check), slower than ``max_duration``
 
-The request goes through :mod:`monitor.probes.httpclient`, which never retries.
+The request goes through :mod:`monitor.probes.httpclient`, which never retries
+and decodes bodies with :mod:`monitor.probes.compression`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from monitor.probes.base import (
     Sample,
     response_series,
 )
+from monitor.probes.expect import check_response
 from monitor.probes.httpclient import Response, fetch, request_of
 from monitor.probes.idtoken import IdTokenProvider, with_id_token
 
@@ -102,7 +107,9 @@ class HttpProbe(Probe):
             "tls_version": response.tls_version,
             "origin": origin_of_last,
             "redirects": len(response.history),
-            "body_bytes": len(response.body),
+            "body_bytes": len(response.body),  # decoded: what the checks saw
+            "body_wire_bytes": response.wire_bytes,
+            "content_encoding": response.header("content-encoding"),
         })
         summary = (f"{response.status} {response.reason} from {origin_of_last} "
                    f"in {took * 1000:.1f}ms")
@@ -113,17 +120,7 @@ class HttpProbe(Probe):
             reason: Reason = "capacity" if response.status == 429 else "http_status"
             raise ProbeFailure(reason, f"status {response.status} (expected {wanted}), "
                                        f"origin {origin_of_last}{_quote(response)}")
-        if expect.body_regex is not None or expect.body_not_regex is not None:
-            text = response.text()
-            if expect.body_regex is not None and not expect.body_regex.search(text):
-                raise ProbeFailure("assertion", f"body does not match "
-                                   f"{expect.body_regex.pattern!r}{_quote(response)}")
-            if expect.body_not_regex is not None:
-                found = expect.body_not_regex.search(text)
-                if found:
-                    raise ProbeFailure("assertion", f"body matches body_not_regex "
-                                       f"{expect.body_not_regex.pattern!r}: "
-                                       f"{found.group(0)[:DETAIL_BODY_CHARS]!r}")
+        check_response(expect, response.headers, response.text)
         if expect.max_duration is not None and took > expect.max_duration:
             raise ProbeFailure("assertion", f"took {took:.3f}s, more than max_duration "
                                             f"{expect.max_duration:g}s ({summary})")

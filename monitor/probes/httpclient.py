@@ -80,6 +80,7 @@ from monitor.net.resolve import IpFamily, ip_literal
 from monitor.net.tlsctx import HTTP_ALPN
 from monitor.net.tlsctx import client_context as ssl_context
 from monitor.probes.base import ProbeFailure, RunContext
+from monitor.probes.compression import ACCEPT_ENCODING, decode_body
 from monitor.redact import MASK, SENSITIVE_HEADERS
 
 # Shown in --debug traces (DESIGN.md: at most 4 KiB of a body is kept).
@@ -121,6 +122,7 @@ class Response:
     url: str
     tls_version: str | None = None
     address: str = ""
+    wire_bytes: int = 0  # the body as received; ``body`` is it decoded (compression.py)
     history: list[Response] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -196,6 +198,8 @@ def _request_head(request: Request, host: str) -> list[tuple[str, str]]:
         headers.append(("Host", host))
     if "user-agent" not in given:
         headers.append(("User-Agent", USER_AGENT))
+    if "accept-encoding" not in given:
+        headers.append(("Accept-Encoding", ACCEPT_ENCODING))
     headers.append(("Connection", "close"))
     headers.extend(request.headers)
     if request.body is not None and "content-length" not in given:
@@ -281,11 +285,14 @@ async def _exchange(connection: Stream, request: Request, authority: str, target
         raise _lost(exc, "receive", run, _lost_detail(run, response, exc)) from None
     assert response is not None
     run.phase("transfer", time.monotonic() - first_byte)
-    if read_body:
-        response.body = parts[0] if len(parts) == 1 else b"".join(parts)
+    if read_body:  # decoded after the transfer phase: that times the network alone
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        response.wire_bytes = len(body)
+        response.body = decode_body(body, response.header("content-encoding"), max_body_bytes)
         if run.trace_on:
             shown = response.body[:TRACE_BODY_BYTES].decode("utf-8", errors="replace")
-            run.trace(f"< body ({len(response.body)} bytes): {shown}")
+            run.trace(f"< body ({len(response.body)} bytes, {response.wire_bytes} on the "
+                      f"wire): {shown}")
     return response
 
 

@@ -52,7 +52,7 @@ from typing import Any, ClassVar, NoReturn
 
 import aiohttp
 
-from monitor import USER_AGENT
+from monitor import USER_AGENT, jsonpath
 from monitor.config.common import Auth, TLSOptions, classify_origin, mask_query
 from monitor.config.journey import (
     Extractor,
@@ -80,6 +80,7 @@ from monitor.probes.base import (
     response_series,
     zero,
 )
+from monitor.probes.expect import check_response
 from monitor.probes.httpclient import Request, Response, fetch
 from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
@@ -271,9 +272,7 @@ class _Walk:
             text = body.decode(found[1] if found else "utf-8", "replace")
         except LookupError:  # an unknown charset name
             text = body.decode("utf-8", "replace")
-        regex = action.expect.body_regex
-        if regex is not None and not regex.search(text):
-            raise ProbeFailure("assertion", f"body does not match {regex.pattern!r}")
+        check_response(action.expect, response.headers, lambda: text, quote=False)
         for name, extractor in action.extract.items():
             value = _extract(name, extractor, text)
             self.values[name] = value
@@ -503,16 +502,12 @@ def _extract(name: str, extractor: Extractor, text: str) -> str:
             )
         return match.group(1)
     try:
-        value: Any = json.loads(text)
-    except json.JSONDecodeError:
+        document = jsonpath.loads(text)
+    except jsonpath.NotJson:
         raise ProbeFailure("assertion", f"extract {name}: the body is not JSON") from None
-    for part in extractor.path or ():
-        in_list = isinstance(part, int) and isinstance(value, list) and 0 <= part < len(value)
-        if in_list or (isinstance(part, str) and isinstance(value, dict) and part in value):
-            value = value[part]
-        else:
-            value = None
-            break
+    value = jsonpath.find(extractor.path or (), document)
+    if value is jsonpath.MISSING:
+        value = None
     if value is None or value == "":
         raise ProbeFailure("assertion", f"extract {name}: {extractor.source} found nothing")
     if isinstance(value, dict | list):
@@ -526,8 +521,8 @@ def _matches(text: str, expected: Any, action: WsExpectStep) -> bool:
     if action.regex is not None:
         return action.regex.search(text) is not None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
+        value = jsonpath.loads(text)
+    except jsonpath.NotJson:  # also nested too deeply to parse: a hostile peer
         return False
     return subset(expected, value)
 
@@ -550,8 +545,8 @@ def subset(expected: Any, actual: Any) -> bool:
 def _kind_of(text: str) -> str:
     """How a skipped message is named in a detail: its `type`, never its content."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
+        value = jsonpath.loads(text)
+    except jsonpath.NotJson:
         return f"a non-JSON message of {len(text)} characters"
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         return f"type {_cut(value['type'], 40)!r}"

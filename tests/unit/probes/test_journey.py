@@ -284,7 +284,7 @@ async def test_body_regex_mismatch_is_assertion(agent: AgentServer) -> None:
                                          "expect": {"body_regex": '"healthy"'}}}]
     result = await walk(steps)
     assert result.reason == "assertion"
-    assert result.detail == "step 'health': body does not match '\"healthy\"'"
+    assert result.detail == "step 'health': body does not match body_regex '\"healthy\"'"
 
 
 async def test_extracted_token_never_leaves_the_probe(agent: AgentServer) -> None:
