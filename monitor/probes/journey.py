@@ -54,6 +54,7 @@ import aiohttp
 
 from monitor import USER_AGENT, jsonpath
 from monitor.config.common import Auth, TLSOptions, classify_origin, mask_query
+from monitor.config.http import version_matches
 from monitor.config.journey import (
     Extractor,
     HttpStep,
@@ -254,19 +255,25 @@ class _Walk:
                 request, timeout=self.config.timeout + 1.0, tls=action.tls,
                 max_redirects=action.max_redirects, max_body_bytes=action.max_body_bytes,
                 on_response=self._count, ip_family=self.config.ip_family,
-                progress=self.progress,
+                progress=self.progress, http_versions=action.http_versions,
+                proxy=action.proxy_url, no_proxy=action.no_proxy,
             )
         except ValueError:  # what the variables made of the URL cannot be requested
             raise ProbeFailure("assertion", "the URL is invalid once its variables are "
                                             "filled in") from None
         body = response.body
-        self._trace(step, f"< HTTP {response.status} {response.reason}".rstrip())
+        self._trace(step, f"< HTTP/{response.http_version} {response.status} "
+                          f"{response.reason}".rstrip())
         self._trace(step, f"< body {len(body)} bytes")
         status = response.status
         if not action.expect.status_ok(status):
             want = ", ".join(map(str, action.expect.status)) or "2xx"
             reason: Reason = "capacity" if status == 429 else "http_status"
             raise ProbeFailure(reason, f"expected status {want}, got {status}")
+        wanted = action.expect.http_version
+        if wanted is not None and not version_matches(wanted, response.http_version):
+            raise ProbeFailure("assertion", f"HTTP/{response.http_version} was spoken, "
+                                            f"expected {wanted}")
         found = _CHARSET.search(response.header("content-type") or "")
         try:
             text = body.decode(found[1] if found else "utf-8", "replace")

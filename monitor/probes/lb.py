@@ -203,6 +203,8 @@ class LbProbe(Probe):
                 request, timeout=timeout, tls=config.tls, connect_address=address,
                 max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,
                 on_response=count, ip_family=config.ip_family,
+                http_versions=config.http_versions, proxy=config.proxy_url,
+                no_proxy=config.no_proxy,
             )
         except ProbeFailure as failure:
             ctx.trace(f"address {index}: {failure.reason}: {failure.detail}")
