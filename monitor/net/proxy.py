@@ -24,7 +24,8 @@ and keeps the reason the same condition has without a proxy:
     connection_reset  the proxy closed or reset before answering CONNECT
     timeout           no answer to CONNECT within the timeout
     protocol          the proxy's answer is not HTTP
-    auth              407 (credentials missing or refused), 401 or 403
+    auth              407 or 401 (credentials missing or refused: tinyproxy
+                      answers wrong ones with 401), 403
                       (the proxy does not let us through: a port it does
                       not tunnel to, a client it does not serve), as a
                       WebSocket upgrade refused with 401/403 is
@@ -69,7 +70,7 @@ def refused(proxy: ProxyURL, status: int, reason: str, asked: str) -> ProbeFailu
     """The failure for a proxy answering ``status`` to ``asked`` (CONNECT x, GET y)."""
     why: Reason = "auth" if status in (401, 407) else status_reason(status, upgrade=True)
     detail = f"proxy {proxy.address} answered {status} {reason}".rstrip() + f" to {asked}"
-    if status == 407:
+    if status in (401, 407):
         detail += (" (the credentials of proxy_url were refused)" if proxy.authorization
                    else " (proxy_url has no credentials)")
     return ProbeFailure(why, detail)

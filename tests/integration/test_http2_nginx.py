@@ -4,92 +4,13 @@ nginx's access log ($server_protocol) shows HTTP/2.0 for their requests, and
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import pytest
-import trustme
-from pydantic import TypeAdapter
-
-from monitor.config.models import ProbeConfig
-from monitor.probes import build_probe
-from monitor.probes.base import Result, RunContext
+from monitor.config.common import TLSOptions
+from monitor.probes.base import RunContext
 from monitor.probes.httpclient import Request, fetch
-from monitor.redact import Redactor
-from monitor.runner import run_once
-from tests.support.nginx import Nginx, serve_nginx
-
-PROBE_CONFIG: TypeAdapter[Any] = TypeAdapter(ProbeConfig)
-STATUS = {"status": "ok", "checks": [{"name": f"check-{n}", "ok": True} for n in range(400)]}
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("h2-certs")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(root / "ca.pem"))
-    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
-        str(root / "server.pem"))
-    return root
-
-
-@asynccontextmanager
-async def h2_nginx(tmp_path: Path, certs: Path, *, http2: bool = True,
-                   extra: str = "") -> AsyncIterator[Nginx]:
-    """nginx on TLS, with http2 on (or off: an http/1.1-only server)."""
-
-    def site(port: int, root: Path) -> str:
-        (root / "health.json").write_text(json.dumps(STATUS))
-        return f"""\
-    types {{ application/json json; }}
-    client_max_body_size 8m;
-    server {{
-        listen 127.0.0.1:{port} ssl{' http2' if http2 else ''};
-        ssl_certificate {certs / 'server.pem'};
-        ssl_certificate_key {certs / 'server.pem'};
-        root {root};
-        gzip on;
-        gzip_types application/json;
-        add_header X-Served-By nginx-h2-test;
-        location = /old {{ return 302 /health.json; }}
-        location = /upload {{ return 200 "stored\\n"; }}
-{extra}
-    }}
-"""
-
-    async with serve_nginx(tmp_path, site) as nginx:
-        yield nginx
-
-
-def url(nginx: Nginx, path: str = "/health.json") -> str:
-    return f"https://127.0.0.1:{nginx.port}{path}"
-
-
-async def run(certs: Path, debug: bool = False, **fields: Any) -> Result:
-    if fields["kind"] != "journey":
-        fields.setdefault("tls", {"ca_file": str(certs / "ca.pem")})
-    cfg = PROBE_CONFIG.validate_python({"name": "t", "interval": "30s", "timeout": "5s",
-                                        **fields})
-    return await run_once(build_probe(cfg), cfg, redactor=Redactor(), debug=debug)
-
-
-async def logged(nginx: Nginx, count: int) -> list[list[str]]:
-    """The access log once it has ``count`` lines (nginx writes a line just after
-    the response went out: the client may be done first), within 2 s."""
-    for _ in range(200):
-        lines = nginx.log_lines()
-        if len(lines) >= count:
-            return lines
-        await asyncio.sleep(0.01)
-    return nginx.log_lines()
-
-
-async def protocols(nginx: Nginx, count: int) -> list[str]:
-    return [line[1] for line in await logged(nginx, count)]
+from tests.support.h2_nginx import STATUS, h2_nginx, logged, protocols, run, url
 
 
 async def test_http_probe_speaks_h2_to_nginx(tmp_path: Path, certs: Path) -> None:
@@ -147,7 +68,8 @@ async def test_only_h2_offered_to_an_http11_server_is_refused(tmp_path: Path,
         result = await run(certs, kind="http", url=url(nginx), http_versions=["h2"])
         log = await protocols(nginx, 0)
     assert not result.ok
-    assert result.reason in ("tls", "protocol"), result.detail
+    assert result.reason == "tls", result.detail
+    assert "no application protocol" in result.detail
     assert log == []
 
 
@@ -206,8 +128,6 @@ async def test_lb_load_and_journey_speak_h2(tmp_path: Path, certs: Path) -> None
 
 async def test_fetch_reports_the_negotiated_version(tmp_path: Path, certs: Path) -> None:
     """fetch's own default stays HTTP/1.1 (burst); the request model's default is h2."""
-    from monitor.config.common import TLSOptions
-
     tls = TLSOptions(ca_file=certs / "ca.pem")
     async with h2_nginx(tmp_path, certs) as nginx:
         old = await fetch(Request(url(nginx)), timeout=5, tls=tls)
@@ -220,8 +140,6 @@ async def test_fetch_reports_the_negotiated_version(tmp_path: Path, certs: Path)
 
 async def test_a_probe_context_records_h2_phases(tmp_path: Path, certs: Path) -> None:
     """ttfb and transfer are recorded into the run over HTTP/2 as well."""
-    from monitor.config.common import TLSOptions
-
     ctx = RunContext("t", "http", phase_metric="monitor_http_phase_duration_seconds")
     async with h2_nginx(tmp_path, certs) as nginx:
         response = await fetch(Request(url(nginx)), timeout=5, ctx=ctx,
