@@ -242,7 +242,8 @@ def overview() -> Any:
         unit="s")
     phases = ts(
         "HTTP phases p95",
-        "95th percentile per phase: dns, connect, tls, ttfb, transfer.",
+        "95th percentile per phase: dns, connect, proxy (CONNECT through proxy_url), tls, "
+        "ttfb, transfer.",
         query(f"histogram_quantile(0.95, sum by (probe, phase, le) "
               f"(rate(monitor_http_phase_duration_seconds_bucket{{{S}}}[{RI}])))",
               "{{probe}} {{phase}}"),

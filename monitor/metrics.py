@@ -68,7 +68,8 @@ SPECS: tuple[Spec, ...] = (
          "Every HTTP response a probe got, by status code and origin.",
          (*P, "code", "origin")),
     Spec("monitor_http_phase_duration_seconds", "histogram",
-         "HTTP request phases: dns, connect, tls, ttfb, transfer.", (*P, "phase")),
+         "HTTP request phases: dns, connect, proxy (CONNECT through proxy_url), tls, ttfb, "
+         "transfer.", (*P, "phase")),
     # -- tls --------------------------------------------------------------
     Spec("monitor_tls_cert_expiry_timestamp_seconds", "gauge",
          "Earliest notAfter in the presented chain, seconds since the epoch.", P),

@@ -2,9 +2,11 @@
 
 ``proxy_url`` is ``http://[user:password@]host:port``: an HTTP proxy spoken
 to in clear (CONNECT for https targets, absolute-form requests for http).
-Credentials in it are sent as ``Proxy-Authorization: Basic`` and are a
-secret: :class:`ProxyURL` keeps them out of its ``repr`` and ``str``, so no
-error, log line, trace or status page shows them.
+Credentials in it (percent-escaped as in any URL; ``${ENV}`` works) are
+sent as ``Proxy-Authorization: Basic`` and are a secret: :class:`ProxyURL`
+keeps them as SecretStr (the redactor learns them like every config secret)
+and out of its ``repr`` and ``str``, so no error, log line, trace or status
+page shows them.
 
 ``no_proxy`` entries, matched against the URL's host (never its resolved
 addresses), case-insensitively, a trailing dot ignored, as curl and most
@@ -25,11 +27,19 @@ from __future__ import annotations
 import base64
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BeforeValidator, Field, GetCoreSchemaHandler
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    SecretStr,
+    model_validator,
+)
 from pydantic_core import core_schema
 
 from monitor.config.types import shorten
@@ -38,13 +48,20 @@ MAX_NO_PROXY = 64
 _IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True, slots=True)
-class ProxyURL:
-    """A parsed ``proxy_url``; ``authorization`` is the secret header value."""
+class ProxyURL(BaseModel):
+    """A parsed ``proxy_url``. The password and the header value made of it are
+    SecretStr: the loader's secret walk finds them for the redactor."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str
     port: int
-    authorization: str | None = field(default=None, repr=False)
+    password: SecretStr | None = None
+    basic: SecretStr | None = None  # the Proxy-Authorization value
+
+    @property
+    def authorization(self) -> str | None:
+        return self.basic.get_secret_value() if self.basic is not None else None
 
     @property
     def address(self) -> str:
@@ -52,51 +69,56 @@ class ProxyURL:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def __str__(self) -> str:
-        userinfo = "***@" if self.authorization else ""
+        userinfo = "***@" if self.basic is not None else ""
         return f"http://{userinfo}{self.address}"
 
     def __repr__(self) -> str:
         return f"ProxyURL({self})"
 
+    @model_validator(mode="before")
     @classmethod
-    def parse(cls, value: Any) -> ProxyURL:
+    def _from_text(cls, value: Any) -> Any:
         if isinstance(value, ProxyURL):
             return value
         if not isinstance(value, str):
             raise ValueError(f"expected a URL such as http://proxy:3128, got {shorten(value)}")
-        try:
-            parts = urlsplit(value)
-            port = parts.port
-        except ValueError:
-            raise ValueError("proxy_url is not a valid URL, or its port is not in 1-65535") \
-                from None
-        # What is shown never carries the credentials.
-        shown = f"{parts.scheme}://{parts.hostname or ''}" + (f":{port}" if port else "")
-        if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-            raise ValueError("proxy_url has whitespace or control characters")
-        if parts.scheme != "http":
-            raise ValueError(f"proxy_url must be an http:// URL (a proxy spoken to in clear), "
-                             f"got {shown}")
-        if not parts.hostname:
-            raise ValueError("proxy_url has no host")
-        if not port:
-            raise ValueError(f"proxy_url needs a port ({shown}:3128, say): proxies have no "
-                             "single default")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError(f"proxy_url is a proxy's address, without a path or query: {shown}")
-        authorization = None
-        if parts.username is not None or parts.password is not None:
-            user, password = unquote(parts.username or ""), unquote(parts.password or "")
-            if any(c in user + password for c in "\r\n\0"):
-                raise ValueError("proxy_url credentials have a line break or NUL")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            authorization = f"Basic {token}"
-        return cls(parts.hostname.lower(), port, authorization)
+        return _parse_proxy_url(value)
 
     @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
-                                     ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(cls.parse)
+    def parse(cls, value: str) -> ProxyURL:
+        return cls.model_validate(value)
+
+
+def _parse_proxy_url(value: str) -> dict[str, Any]:
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("proxy_url is not a valid URL, or its port is not in 1-65535") \
+            from None
+    # What is shown never carries the credentials.
+    shown = f"{parts.scheme}://{parts.hostname or ''}" + (f":{port}" if port else "")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("proxy_url has whitespace or control characters")
+    if parts.scheme != "http":
+        raise ValueError(f"proxy_url must be an http:// URL (a proxy spoken to in clear), "
+                         f"got {shown}")
+    if not parts.hostname:
+        raise ValueError("proxy_url has no host")
+    if not port:
+        raise ValueError(f"proxy_url needs a port ({shown}:3128, say): proxies have no "
+                         "single default")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"proxy_url is a proxy's address, without a path or query: {shown}")
+    found: dict[str, Any] = {"host": parts.hostname.lower(), "port": port}
+    if parts.username is not None or parts.password is not None:
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        if any(c in user + password for c in "\r\n\0"):
+            raise ValueError("proxy_url credentials have a line break or NUL")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        found["password"] = SecretStr(password) if password else None
+        found["basic"] = SecretStr(f"Basic {token}")
+    return found
 
 
 @dataclass(frozen=True, slots=True)

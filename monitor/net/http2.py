@@ -20,9 +20,11 @@ Received DATA is acknowledged as it is read, so the server's windows stay
 open; SETTINGS and PING are answered by ``h2``. Nothing is retried, not
 even a stream the server refused. Failures:
 
-    protocol          the peer's frames are not HTTP/2 (its first frame is not
-                      SETTINGS, as when it answers in HTTP/1.1; ``h2`` rejects them: invalid headers, a DATA length that
-                      contradicts content-length, a header list over 64 KiB)
+    protocol          the peer's frames are not HTTP/2: its first frame is not
+                      SETTINGS (as when it answers in HTTP/1.1), a frame over
+                      SETTINGS_MAX_FRAME_SIZE, or ``h2`` rejects them (invalid
+                      headers, a DATA length that contradicts content-length,
+                      a header list over 64 KiB)
     connection_reset  RST_STREAM on our stream; GOAWAY before the response
                       ended (the detail names the error code and whether the
                       server had taken the stream); EOF before END_STREAM

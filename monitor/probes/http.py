@@ -43,6 +43,8 @@ from urllib.parse import urlsplit
 
 from monitor.config.common import classify_origin
 from monitor.config.http import HttpProbeConfig, version_matches
+from monitor.config.proxy import bypassed
+from monitor.net.proxy import PROXY_PHASE
 from monitor.probes.base import (
     Probe,
     ProbeFailure,
@@ -51,6 +53,7 @@ from monitor.probes.base import (
     RunContext,
     Sample,
     response_series,
+    zero,
 )
 from monitor.probes.expect import check_response
 from monitor.probes.httpclient import Response, fetch, request_of
@@ -74,7 +77,10 @@ class HttpProbe(Probe):
         self._request = request_of(config)
 
     def initial_samples(self) -> list[Sample]:
-        return response_series(rule.name for rule in self.config.origins)
+        samples = response_series(rule.name for rule in self.config.origins)
+        if self.config.proxy_url is not None:  # only probes that can have the phase
+            samples.append(zero(self.phase_metric or "", phase=PROXY_PHASE))
+        return samples
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config
@@ -116,6 +122,9 @@ class HttpProbe(Probe):
             "body_wire_bytes": response.wire_bytes,
             "content_encoding": response.header("content-encoding"),
         })
+        if config.proxy_url is not None:  # host:port only: never the credentials
+            direct = bypassed(config.no_proxy, parts.hostname or "")
+            ctx.facts["proxy"] = "direct (no_proxy)" if direct else config.proxy_url.address
         summary = (f"{response.status} {response.reason} from {origin_of_last} "
                    f"in {took * 1000:.1f}ms")
 

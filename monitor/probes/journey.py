@@ -70,6 +70,7 @@ from monitor.config.journey import (
 from monitor.config.types import format_duration
 from monitor.net.connect import Progress
 from monitor.net.exhaustion import own_exhaustion
+from monitor.net.proxy import PROXY_PHASE
 from monitor.net.resolve import FAMILIES
 from monitor.net.tlsctx import client_context
 from monitor.probes.base import (
@@ -122,8 +123,10 @@ class JourneyProbe(Probe):
     def initial_samples(self) -> list[Sample]:
         steps = [zero("monitor_journey_step_duration_seconds", step=step.name)
                  for step in self.config.steps]
-        phases = [zero(PHASE_METRIC, phase=phase) for phase in HTTP_PHASES
-                  if any(step.http is not None for step in self.config.steps)]
+        http = [step.http for step in self.config.steps if step.http is not None]
+        phases = [zero(PHASE_METRIC, phase=phase) for phase in HTTP_PHASES if http]
+        if any(action.proxy_url is not None for action in http):
+            phases.append(zero(PHASE_METRIC, phase=PROXY_PHASE))
         return [*response_series(o.name for o in self.config.origins), *steps, *phases]
 
     def ssl_context(self, options: TLSOptions) -> ssl.SSLContext:

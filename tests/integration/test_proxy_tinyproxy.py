@@ -10,9 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
+from monitor.config.loader import parse_config
+from monitor.metrics import Metrics
+from monitor.probes import build_probe
 from monitor.probes.base import Result
-from monitor.redact import MASK
+from monitor.recorder import Recorder
+from monitor.redact import MASK, Redactor
+from monitor.runner import run_once
+from monitor.status import build_status
 from tests.support.h2_nginx import h2_nginx, logged, run, url
 from tests.support.nginx import serve_nginx
 from tests.support.tinyproxy import Tinyproxy, free_port, serve_tinyproxy
@@ -209,3 +218,41 @@ async def test_lb_load_and_journey_through_the_proxy(tmp_path: Path, certs: Path
     assert connects >= 2 + 3 + 1
     assert {line[1] for line in log} == {"HTTP/2.0"}
 
+
+
+async def test_proxy_password_stays_out_of_logs_status_and_metrics(tmp_path: Path,
+                                                                   certs: Path) -> None:
+    """Through the real loader (${PROXY_PASSWORD}), runner, recorder and /api/status:
+    a refused and a passing run keep the password and its Basic token out of logs,
+    details, traces, facts and metric labels; status shows the version and the proxy."""
+    async with h2_nginx(tmp_path, certs) as nginx:
+        with serve_tinyproxy(tmp_path, connect_ports=[nginx.port],
+                             basic_auth=(USER, PASSWORD)) as proxy:
+            probes = [{"name": name, "kind": "http", "interval": "30s", "timeout": "5s",
+                       "url": url(nginx), "tls": {"ca_file": str(certs / "ca.pem")},
+                       "proxy_url": f"http://{USER}:${{{var}}}@127.0.0.1:{proxy.port}"}
+                      for name, var in (("good", "PROXY_PASSWORD"), ("bad", "WRONG"))]
+            config = parse_config(yaml.safe_dump({"probes": probes}),
+                                  {"PROXY_PASSWORD": PASSWORD, "WRONG": PASSWORD + "x"})
+            redactor = Redactor(config.secrets)
+            recorder = Recorder(Metrics(CollectorRegistry()))
+            results = []
+            with capture_logs() as logs:
+                for cfg in config.probes:
+                    probe = build_probe(cfg)
+                    recorder.register(cfg, probe.registration_samples())
+                    result = await run_once(probe, cfg, redactor=redactor, debug=True)
+                    recorder.record(result)
+                    results.append(result)
+    good, bad = results
+    assert good.ok, good.detail
+    assert bad.reason == "auth"
+    status = build_status(recorder, {}, redactor)
+    [shown] = [p for p in status["probes"] if p["name"] == "good"]
+    assert '"http_version": "2"' in json.dumps(shown)
+    assert f'"proxy": "127.0.0.1:{proxy.port}"' in json.dumps(shown)
+    everything = json.dumps([logs, [(r.detail, r.trace, r.facts) for r in results], status,
+                             [s.labels for r in results for s in r.samples],
+                             repr(config.probes)], default=str)
+    for secret in (PASSWORD, PASSWORD + "x", "czNjcmV0"):
+        assert secret not in everything

@@ -82,13 +82,13 @@ async def _answer(behaviour: str, conn: h2.connection.H2Connection,
         writer.write(GoAwayFrame(0, last_stream_id=stream, error_code=0).serialize())
         conn.send_data(stream, BODY, end_stream=True)
     elif behaviour == "close-mid-body":
-        conn.send_headers(stream, head + [("content-length", "100")])
+        conn.send_headers(stream, [*head, ("content-length", "100")])
         conn.send_data(stream, b"x" * 10)
         writer.write(conn.data_to_send())
         await writer.drain()
         return True
     elif behaviour == "wrong-length":  # content-length 100, 10 bytes, END_STREAM
-        conn.send_headers(stream, head + [("content-length", "100")])
+        conn.send_headers(stream, [*head, ("content-length", "100")])
         conn.send_data(stream, b"x" * 10, end_stream=True)
     elif behaviour == "silent":  # headers, then nothing
         conn.send_headers(stream, head)
