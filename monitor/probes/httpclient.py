@@ -1,4 +1,4 @@
-"""The probes' HTTP/1.1 fetch: it owns the socket, the phases and the redirects.
+"""The probes' HTTP fetch: it owns the socket, the phases and the redirects.
 
 Why not aiohttp: a probe must time TCP connect and the TLS handshake apart
 (aiohttp's tracing has no TLS signal), must never resend a request
@@ -7,7 +7,11 @@ connection: a retry hides the flakiness we hunt), and must be cheap in CPU
 when many probes are due at once. So this client opens a fresh connection
 for every request (:mod:`monitor.net.connect`: the one resolver, connect
 and TLS of every kind) and parses the response with the I/O-free parser of
-:mod:`monitor.net.http1` (see there on why not h11).
+:mod:`monitor.net.http1` (see there on why not h11), or, when ALPN selected
+``h2`` from the ``http_versions`` offer, drives :mod:`monitor.net.http2` (the
+``h2`` state machine) on the same connection. With ``proxy`` a hop goes
+through :mod:`monitor.net.proxy` (CONNECT for https, absolute-form for http)
+unless ``no_proxy`` matches its host.
 
 One :func:`fetch` is one logical request: the first connection plus one
 fresh connection per followed redirect. It measures, summed over hops:
@@ -15,10 +19,13 @@ fresh connection per followed redirect. It measures, summed over hops:
     dns        getaddrinfo of the host (skipped for IP literals and
                ``connect_address``), filtered by ``ip_family``
     connect    TCP connect (the resolved addresses are tried in order:
-               the resolver policy of :mod:`monitor.net`)
+               the resolver policy of :mod:`monitor.net`); to the proxy
+               when one is used
+    proxy      CONNECT sent -> the proxy's answer (https through a proxy)
     tls        the TLS handshake, on https only
-    ttfb       request sent -> first byte of the response head
-    transfer   first byte -> the end of the body
+    ttfb       request sent -> first byte of the response head (HTTP/2:
+               the first response HEADERS frame)
+    transfer   first byte -> the end of the body (HTTP/2: END_STREAM)
 
 Failures raise :class:`~monitor.probes.base.ProbeFailure` with one reason:
 
@@ -30,10 +37,13 @@ Failures raise :class:`~monitor.probes.base.ProbeFailure` with one reason:
     tls               handshake failed: verification, wrong host, expired,
                       no shared protocol
     connection_reset  a reset, or EOF before a complete response (during
-                      the handshake, before the first byte, mid-body)
+                      the handshake, before the first byte, mid-body);
+                      HTTP/2 RST_STREAM or GOAWAY before the end
     timeout           connected, but no complete response within the timeout
     protocol          not HTTP: invalid status line, head over 64 KiB,
-                      broken chunking
+                      broken chunking, frames that are not HTTP/2; ALPN
+                      chose nothing while only h2 was offered
+    auth              the proxy answered 407, 401 or 403
     http_status       redirects exhausted (``max_redirects``)
     assertion         body larger than ``max_body_bytes``; a header value
                       with a line break (a journey's extracted variable)

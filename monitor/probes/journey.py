@@ -26,9 +26,11 @@ Failure reasons, always with the failing step named in the detail:
     http_status       an http step got a status it does not expect, a
                       WebSocket upgrade was answered with a status other than
                       101, 401, 403 or 429, or redirects ran out
-    auth              a WebSocket upgrade was answered 401 or 403
+    auth              a WebSocket upgrade was answered 401 or 403; an http
+                      step's proxy (``proxy_url``) answered 407, 401 or 403
     capacity          an http step or an upgrade was answered 429
-    assertion         a body does not match ``body_regex``, an ``extract``
+    assertion         a check of ``expect`` failed (``http_version``: another
+                      protocol was negotiated), an ``extract``
                       found nothing, a body or message exceeds its cap, more
                       non-matching messages than ``max_skipped`` arrived
     protocol          the server closed the WebSocket (its close code is in
