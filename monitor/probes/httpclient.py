@@ -502,13 +502,14 @@ async def fetch(
                 current = _redirected(current, response.status, location)
                 run.trace(f"* redirect {response.status} -> {_short(current.url)}")
     except TimeoutError:
-        if at_proxy is not None:
+        if at_proxy is not None and run.stage in ("dns", "connect", proxies.PROXY_PHASE):
             via, host, port = at_proxy
             if run.stage == proxies.PROXY_PHASE:
                 raise proxies.timed_out(via, host, port, timeout) from None
             failure = run.timed_out(timeout)
             raise ProbeFailure(failure.reason, f"proxy {via.address}: {failure.detail}") \
                 from None
+        # The TLS handshake through a tunnel names "host:port via proxy ...".
         raise run.timed_out(timeout) from None
 
 

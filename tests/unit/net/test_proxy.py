@@ -117,3 +117,24 @@ async def test_proxy_faults(handler: Handler, reason: str, words: str) -> None:
     assert raised.value.detail.startswith(f"proxy 127.0.0.1:{port}"), raised.value.detail
     assert words in raised.value.detail
 
+
+
+async def tunnel_then_silent(reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(5)  # the "origin" never answers the ClientHello
+    writer.close()
+
+
+async def test_a_handshake_through_the_tunnel_names_the_origin_via_the_proxy() -> None:
+    """Once CONNECT succeeded, a stalled TLS handshake is the origin's (timeout),
+    and the detail says it went through the proxy; the proxy phase was timed."""
+    async with fake_proxy(tunnel_then_silent) as port:
+        with pytest.raises(ProbeFailure) as raised:
+            await fetch(Request("https://127.0.0.1:9/"), timeout=0.3,
+                        proxy=ProxyURL.parse(f"http://127.0.0.1:{port}"))
+    assert raised.value.reason == "timeout"
+    assert raised.value.detail == (f"TLS handshake with 127.0.0.1:9 via proxy 127.0.0.1:{port} "
+                                   "not done within 0.3s")
