@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -45,6 +46,7 @@ from pydantic_core import core_schema
 from monitor.config.types import shorten
 
 MAX_NO_PROXY = 64
+_HOST = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?", re.IGNORECASE)
 _IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -105,6 +107,9 @@ def _parse_proxy_url(value: str) -> dict[str, Any]:
                          f"got {shown}")
     if not parts.hostname:
         raise ValueError("proxy_url has no host")
+    if not _HOST.fullmatch(parts.hostname) and ":" not in parts.hostname:
+        raise ValueError(f"proxy_url host {shorten(parts.hostname)} is not a host name or IP "
+                         "(run-time variables are not taken here)")
     if not port:
         raise ValueError(f"proxy_url needs a port ({shown}:3128, say): proxies have no "
                          "single default")

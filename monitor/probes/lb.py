@@ -213,8 +213,9 @@ class LbProbe(Probe):
         if config.backend_header is not None:
             backend = self.backends.label(response.header(config.backend_header))
             ctx.inc(BACKEND_RESPONSES, backend=backend, code=str(response.status))
+        took = (time.monotonic() - started) * 1000
         ctx.trace(f"address {index}: HTTP/{response.http_version} {response.status} from "
-                  f"{backend or '-'} via {response.address} in {(time.monotonic() - started) * 1000:.1f}ms")
+                  f"{backend or '-'} via {response.address} in {took:.1f}ms")
         return Outcome(index, config.status_ok(response.status), status=response.status,
                        backend=backend)
 

@@ -64,7 +64,8 @@ def test_proxy_credentials_never_show() -> None:
 
 
 @pytest.mark.parametrize("url", ["https://p:3128", "socks5://p:1080", "http://p",
-                                 "http://p:3128/path", "http://:3128", "http://p:99999"])
+                                 "http://p:3128/path", "http://:3128", "http://p:99999",
+                                 "http://${token}:3128", "http://p!q:3128"])
 def test_bad_proxy_urls(url: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (the messages: tests/config/invalid)
         ProxyURL.parse(url)
