@@ -150,3 +150,17 @@ async def test_a_probe_context_records_h2_phases(tmp_path: Path, certs: Path) ->
     assert all(seconds >= 0 for seconds in response.phases.values())
 
 
+
+
+async def test_journey_step_expecting_h2_from_an_http11_server(tmp_path: Path,
+                                                              certs: Path) -> None:
+    """A journey http step with expect.http_version h2 against nginx without http2
+    fails that step with assertion; its trace shows the version spoken."""
+    tls = {"ca_file": str(certs / "ca.pem")}
+    async with h2_nginx(tmp_path, certs, http2=False) as nginx:
+        result = await run(certs, debug=True, kind="journey", steps=[
+            {"name": "one", "http": {"url": url(nginx), "tls": tls,
+                                     "expect": {"http_version": "h2"}}}])
+    assert result.reason == "assertion"
+    assert result.detail == "step 'one': HTTP/1.1 was spoken, expected h2"
+    assert any("< HTTP/1.1 200 OK" in line for line in result.trace)

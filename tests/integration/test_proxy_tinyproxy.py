@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -256,3 +257,47 @@ async def test_proxy_password_stays_out_of_logs_status_and_metrics(tmp_path: Pat
                              repr(config.probes)], default=str)
     for secret in (PASSWORD, PASSWORD + "x", "czNjcmV0"):
         assert secret not in everything
+
+
+async def test_credentials_never_reach_an_origin_reached_directly(tmp_path: Path,
+                                                                 with_auth: Any) -> None:
+    """A redirect through the proxy to a host in no_proxy goes direct, and that
+    origin (an aiohttp app recording its headers) gets no Proxy-Authorization."""
+    seen: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(text="direct ok")
+
+    app = web.Application()
+    app.router.add_get("/landing", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    direct_port = runner.addresses[0][1]
+
+    def redirecting(port: int, root: Path) -> str:
+        return f"""\
+    server {{
+        listen 127.0.0.1:{port};
+        location = /go {{ return 302 http://localhost:{direct_port}/landing; }}
+    }}
+"""
+
+    try:
+        async with serve_nginx(tmp_path, redirecting) as nginx:
+            with with_auth([]) as proxy:
+                result = await run(Path("/"), debug=True, kind="http", tls={},
+                                   url=f"{nginx.url}/go", no_proxy=["localhost"],
+                                   proxy_url=proxy_with(proxy, PASSWORD),
+                                   expect={"body_regex": "direct ok"})
+                proxy_log = proxy.log_text()
+    finally:
+        await runner.cleanup()
+    assert result.ok, result.detail
+    assert f"GET http://127.0.0.1:{nginx.port}/go" in proxy_log
+    assert f"localhost:{direct_port}" not in proxy_log
+    assert len(seen) == 1
+    assert not any(name.lower() == "proxy-authorization" for name in seen[0])
+    no_secret(result)
