@@ -291,7 +291,11 @@ async def exchange(stream: Stream, headers: list[tuple[str, str]], body: bytes |
     ex = _Exchange(stream, run, max_body_bytes, wants_body)
     run.stage = "ttfb"
     run.bytes_in = 0
-    ex.start(headers, body)
+    try:
+        ex.start(headers, body)
+    except h2.exceptions.ProtocolError as exc:  # a header h2 will not send (run-time value)
+        raise ProbeFailure("assertion", f"cannot send the request over HTTP/2: "
+                                        f"{_what(exc)}") from None
     await ex.flush()
     ex.sent = time.monotonic()
     reader = stream.reader

@@ -100,13 +100,16 @@ async def _answer(behaviour: str, conn: h2.connection.H2Connection,
 
 
 @asynccontextmanager
-async def serve_h2(tmp_path: Path, behaviour: str) -> AsyncIterator[H2Server]:
+async def serve_h2(tmp_path: Path, behaviour: str, alpn: bool = True
+                   ) -> AsyncIterator[H2Server]:
+    """The server; without ``alpn`` it selects no protocol (an ALPN-unaware server)."""
     ca = trustme.CA()
     ca_file = tmp_path / "h2-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
-    context.set_alpn_protocols(["h2"])
+    if alpn:
+        context.set_alpn_protocols(["h2"])
     seen: list[list[tuple[str, str]]] = []
     tasks: set[asyncio.Task[None]] = set()
 

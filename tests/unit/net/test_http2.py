@@ -82,3 +82,16 @@ def test_request_headers() -> None:
     assert fields == [(":method", "POST"), (":scheme", "https"), (":authority", "b.test"),
                       (":path", "/x?y=1"), ("content-type", "application/json")]
     assert ("te", "trailers") in request_headers("GET", "https", "a", "/", [("TE", "trailers")])
+
+
+async def test_only_h2_offered_and_no_alpn_answer(tmp_path: Path) -> None:
+    """http_versions [h2] to a server that selects nothing in ALPN: protocol, and no
+    request is sent (HTTP/1.1 was not offered)."""
+    async with serve_h2(tmp_path, "ok", alpn=False) as server:
+        with pytest.raises(ProbeFailure) as raised:
+            await fetch(Request(server.url), timeout=5,
+                        tls=TLSOptions(ca_file=server.ca_file), http_versions=("h2",))
+    assert raised.value.reason == "protocol"
+    assert raised.value.detail == (f"127.0.0.1:{server.port} selected no protocol in ALPN, "
+                                   "but http_versions offers only h2")
+    assert server.requests == []
