@@ -164,3 +164,17 @@ async def test_journey_step_expecting_h2_from_an_http11_server(tmp_path: Path,
     assert result.reason == "assertion"
     assert result.detail == "step 'one': HTTP/1.1 was spoken, expected h2"
     assert any("< HTTP/1.1 200 OK" in line for line in result.trace)
+
+
+async def test_h2_trace_masks_credentials(tmp_path: Path, certs: Path) -> None:
+    """Over HTTP/2 the trace lists the request fields as sent (lower-case), with
+    credential headers masked as over HTTP/1.1."""
+    async with h2_nginx(tmp_path, certs) as nginx:
+        result = await run(certs, debug=True, kind="http", url=url(nginx),
+                           headers={"Authorization": "Bearer sekrit-token-123",
+                                    "Cookie": "session=sekrit-cookie-456"})
+    assert result.ok, result.detail
+    trace = "\n".join(result.trace)
+    assert "> authorization: <redacted>" in trace
+    assert "> cookie: <redacted>" in trace
+    assert "sekrit" not in trace
