@@ -71,6 +71,7 @@ from monitor.config.journey import (
 )
 from monitor.config.types import format_duration
 from monitor.net.connect import Progress
+from monitor.net.errors import classify as classify_net
 from monitor.net.exhaustion import own_exhaustion
 from monitor.net.proxy import PROXY_PHASE
 from monitor.net.resolve import FAMILIES
@@ -592,11 +593,9 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return "connect_timeout", "connect not done in time"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return "connect_refused", f"connection to {exc.host}:{exc.port} refused"
-        if isinstance(exc.os_error, TimeoutError):
-            return "connect_timeout", f"connect to {exc.host}:{exc.port} not done in time"
-        return "connect_refused", f"cannot connect to {exc.host}:{exc.port}: {exc.strerror}"
+        # The one classifier of monitor.net: an accept-then-reset is a reset here too.
+        failure = classify_net(exc.os_error, "connect", f"{exc.host}:{exc.port}")
+        return failure.reason, failure.detail
     if isinstance(exc, aiohttp.TooManyRedirects):
         return "http_status", "redirects ran out (max_redirects)"
     if isinstance(exc, aiohttp.ServerTimeoutError):

@@ -1,7 +1,7 @@
 """The same condition gives the same reason in every kind.
 
-Seven kinds (http, lb, tcp with send/expect, burst in url mode, journey, tls,
-sql) against the same misbehaving servers on 127.0.0.1:
+Seven kinds (http, lb, tcp with send/expect, burst in url mode, journey with an
+http step and with a ws_connect step, tls, sql) against the same misbehaving servers on 127.0.0.1:
 
     refused          nothing listens on the port
     reset            accepts, then resets at once (SO_LINGER 0), from a thread with a
@@ -137,6 +137,9 @@ def config(kind: str, host: str, port: int, tls: bool) -> dict[str, Any]:
                 "slow_threshold": "500ms", "timeout": "2s"}
     if kind == "journey":
         return {**base, "steps": [{"name": "get", "http": {"url": url}}]}
+    if kind == "journey_ws":  # the WebSocket steps stay on aiohttp: the same reasons
+        ws = url.replace("http", "ws", 1)
+        return {**base, "kind": "journey", "steps": [{"name": "up", "ws_connect": {"url": ws}}]}
     if kind == "tls":
         return {**base, "target": f"{host}:{port}"}
     assert kind == "sql"
@@ -144,7 +147,7 @@ def config(kind: str, host: str, port: int, tls: bool) -> dict[str, Any]:
             "password": "not-a-secret", "database": "app", "app_timeout": "500ms"}
 
 
-KINDS = ("http", "lb", "tcp", "burst", "journey", "tls", "sql")
+KINDS = ("http", "lb", "tcp", "burst", "journey", "journey_ws", "tls", "sql")
 NO_TLS = ("tcp", "sql")
 EXPECTED = {
     "refused": "connect_refused",
@@ -178,7 +181,7 @@ async def test_one_reason_per_condition(condition: str, kind: str) -> None:
     assert (result.ok, result.reason) == (False, expected), result.detail
 
 
-@pytest.mark.parametrize("kind", ["http", "tcp", "tls"])
+@pytest.mark.parametrize("kind", KINDS)
 async def test_accept_then_reset_is_never_refused(kind: str) -> None:
     """Issue 14's verified bug: the reset lands at connect or after it depending on
     timing (before the fix, 198 of 200 http fetches against this server were
