@@ -3,7 +3,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY monitor ./monitor
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# uvloop: the faster event loop `monitor run` uses when installed (README, Performance).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[uvloop]"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin monitor

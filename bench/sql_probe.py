@@ -6,10 +6,13 @@ CA), then runs sequential probe runs with a fresh connection each and
 prints, per variant, the median and p90 of each phase the probe reports
 (connect = TCP, tls, startup, query) and of the whole connect, plus:
 
-    bare     the driver's connect alone (asyncpg.connect / aiomysql.connect,
-             plain TCP), timed around the call, against the probe's whole
-             connect: what the timing hooks (the loop proxy for asyncpg,
-             the connection subclass for aiomysql) cost, as a ratio
+    hooks    the fenced connect of monitor/probes/sql/{postgres,mysql}.py (its
+             timing hooks: the loop's create_connection and a forwarding
+             protocol for asyncpg, two overrides for aiomysql, the timed TLS
+             session of tls.py) against the driver's own connect with the
+             same options and a plain SSLContext, both timed around the call,
+             alternated connect by connect, plain and TLS: what the hooks
+             cost, as a same-run ratio
     run      a whole probe run: connect, query, the two connection-count
              queries, a polite close, the runner's bookkeeping
     burst    one run with ``burst: 20``: its slowest connect
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import logging
 import shutil
+import ssl
 import statistics
 import sys
 import tempfile
@@ -41,7 +45,11 @@ import trustme
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from monitor.config.loader import parse_config
+from monitor.config.sql import SqlTLS
 from monitor.probes import build_probe
+from monitor.probes.sql import mysql, postgres
+from monitor.probes.sql.session import CURRENT, Marks
+from monitor.probes.sql.tls import make_ssl_context
 from monitor.redact import Redactor
 from monitor.runner import run_once
 from tests.support.databases import (
@@ -64,22 +72,49 @@ def config_for(server: Server, tls: str, ca_file: Path, burst: int | None = None
     return parse_config(text, {"DB_PASSWORD": server.password}).probes[0]
 
 
-async def bare(server: Server) -> float:
-    """The driver alone, the connect only (plain TCP); seconds."""
+async def bare(server: Server, context: ssl.SSLContext | None) -> float:
+    """The driver alone, the connect only, the probe's options; seconds."""
     if isinstance(server, PostgresServer):
         started = time.perf_counter()
         conn = await asyncpg.connect(host=server.host, port=server.port, user=server.user,
                                      password=server.password, database=server.database,
-                                     ssl=False, statement_cache_size=0)
+                                     ssl=context if context is not None else False,
+                                     direct_tls=False, statement_cache_size=0,
+                                     server_settings={"application_name": "monitor",
+                                                      "statement_timeout": "10000"})
         seconds = time.perf_counter() - started
         await conn.close()
         return seconds
     started = time.perf_counter()
     conn = await aiomysql.connect(host=server.host, port=server.port, user=server.user,
                                   password=server.password, db=server.database,
-                                  autocommit=None)
+                                  ssl=context, autocommit=None, local_infile=False,
+                                  program_name="monitor")
     seconds = time.perf_counter() - started
     await conn.ensure_closed()
+    return seconds
+
+
+async def hooked(server: Server, context: ssl.SSLContext | None) -> float:
+    """The probe's fenced connect (every timing hook on); seconds."""
+    marks = Marks(asyncio.get_running_loop().time())
+    token = CURRENT.set(marks)
+    try:
+        started = time.perf_counter()
+        if isinstance(server, PostgresServer):
+            session: Any = await postgres.connect(
+                host=server.host, port=server.port, user=server.user,
+                password=server.password, database=server.database, context=context,
+                marks=marks, driver_timeout=10.0, statement_limit_ms=10_000)
+        else:
+            session = await mysql.connect(
+                host=server.host, port=server.port, user=server.user,
+                password=server.password, database=server.database, context=context,
+                marks=marks)
+        seconds = time.perf_counter() - started
+    finally:
+        CURRENT.reset(token)
+    await session.close()
     return seconds
 
 
@@ -106,7 +141,10 @@ async def main(runs: int, rounds: int) -> None:
     try:
         variants = [(s, mode) for s in servers for mode in ("disable", "verify-full")]
         phases: dict[tuple[str, str], dict[str, list[float]]] = {}
-        bare_times: dict[str, list[float]] = {s.driver: [] for s in servers}
+        # (driver, tls) -> (hooked, bare) connect times
+        pairs: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+        plain_tls = ssl.create_default_context(cafile=str(ca_file))
+        timed_tls = make_ssl_context(SqlTLS(mode="verify-full", ca_file=ca_file))
         probe_totals: dict[str, list[float]] = {s.driver: [] for s in servers}
         for _ in range(rounds):
             for server, mode in variants:
@@ -122,9 +160,15 @@ async def main(runs: int, rounds: int) -> None:
                     bucket.setdefault("whole connect", []).append(whole)
                     if mode == "disable":
                         probe_totals[server.driver].append(result.duration)
-                if mode == "disable":
-                    for _ in range(runs):
-                        bare_times[server.driver].append(await bare(server))
+                with_hooks, without = pairs.setdefault((server.driver, mode), ([], []))
+                for index in range(runs):
+                    tls_on = mode != "disable"
+                    first, second = (hooked, bare) if index % 2 else (bare, hooked)
+                    for measure in (first, second):
+                        seconds = await measure(
+                            server, (timed_tls if measure is hooked else plain_tls)
+                            if tls_on else None)
+                        (with_hooks if measure is hooked else without).append(seconds)
         print(f"{runs * rounds} runs per variant, fresh connection each, 127.0.0.1; "
               "milliseconds, median / p90")
         print(f"{'driver':10} {'tls':12} {'phase':14} {'median':>8} {'p90':>8}")
@@ -135,12 +179,12 @@ async def main(runs: int, rounds: int) -> None:
                     print(f"{driver:10} {mode:12} {name:14} {ms(statistics.median(values))} "
                           f"{ms(pct(values, 0.9))}")
         print()
-        for driver in bare_times:
-            connect_median = statistics.median(phases[(driver, "disable")]["whole connect"])
-            bare_median = statistics.median(bare_times[driver])
-            print(f"{driver:10} probe connect {ms(connect_median)} ms vs driver connect alone "
-                  f"{ms(bare_median)} ms: ratio {connect_median / bare_median:.2f}; "
-                  f"whole run {ms(statistics.median(probe_totals[driver]))} ms")
+        for (driver, mode), (with_hooks, without) in pairs.items():
+            hook_median, bare_median = statistics.median(with_hooks), statistics.median(without)
+            print(f"{driver:10} {mode:12} connect with the hooks {ms(hook_median)} ms, "
+                  f"driver alone {ms(bare_median)} ms: ratio {hook_median / bare_median:.3f}")
+        for driver, totals in probe_totals.items():
+            print(f"{driver:10} whole run (tls disable) {ms(statistics.median(totals))} ms")
         print()
         for server in servers:
             config = config_for(server, "disable", ca_file, burst=20)

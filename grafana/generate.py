@@ -242,10 +242,11 @@ def overview() -> Any:
         unit="s")
     phases = ts(
         "HTTP phases p95",
-        "95th percentile per phase: dns, connect, proxy (CONNECT through proxy_url), tls, "
-        "ttfb, transfer.",
-        query(f"histogram_quantile(0.95, sum by (probe, phase, le) "
-              f"(rate(monitor_http_phase_duration_seconds_bucket{{{S}}}[{RI}])))",
+        "95th percentile per phase (dns, connect, proxy, tls, ttfb, transfer) of the last-run "
+        "phase gauges as scraped: with a probe interval at most the scrape interval, "
+        "every run is seen.",
+        query(f"max by (probe, phase) (quantile_over_time(0.95, "
+              f"monitor_http_phase_duration_seconds{{{S}}}[{RI}]))",
               "{{probe}} {{phase}}"),
         unit="s")
     cert = (panel(stat.Panel, "Certificate days left",
@@ -275,7 +276,49 @@ def overview() -> Any:
                      ("HTTP errors", [errors_by_code, page_ratio, responses, reasons]),
                      ("Latency", [duration, phases]),
                      ("Edge", [cert, lb_backends, lb_addresses]),
+                     (OPTIONAL_ROW, platform_panels()),
                  ])
+
+
+# Rows whose panels need `attribution:` or Google Cloud metrics through
+# Managed Service for Prometheus (docs/correlation.md); elsewhere they stay empty.
+OPTIONAL_ROW = "Optional: the platform's own view (Google Cloud)"
+OPTIONAL = "Optional (docs/correlation.md): "
+
+
+def platform_panels() -> list[Builder]:
+    """Who produced the failures: Cloud Logging's verdicts and Google's metrics."""
+    attribution = ts(
+        "Failure attribution",
+        OPTIONAL + "failed runs by who produced the failure, from the load balancer's and "
+        "Cloud Run's request logs of the run's trace id (attribution:).",
+        query(f"sum by (probe, attribution) "
+              f"(increase(monitor_http_failure_attribution_total{{{S}}}[{RI}])) > 0",
+              "{{probe}} {{attribution}}"),
+        unit="short", stack=True)
+    run_5xx = ts(
+        "Cloud Run 5xx ratio vs ours",
+        OPTIONAL + "5xx share of all requests Cloud Run served, per service, next to the 5xx "
+        "share of our probes' responses for the same service (probes' service: = the Cloud "
+        "Run service name).",
+        query("service:run_requests_5xx:ratio_rate5m", "{{service}} Cloud Run"),
+        query(f'service:monitor_http_5xx:ratio_rate5m{{{D},service=~"$service"}}',
+              "{{service}} probes ({{vantage}})", "B"),
+        unit="percentunit")
+    instances = ts(
+        "Cloud Run instances",
+        OPTIONAL + "container instances per service and state (active, idle).",
+        query("service:run_container_instances:sum", "{{service}} {{state}}"),
+        unit="short", stack=True)
+    lb_own = ts(
+        "Load balancer's own 5xx",
+        OPTIONAL + "5xx the load balancer answered itself: 5xx to clients minus 5xx of "
+        "backends, per URL map and backend.",
+        query("backend:lb_own_5xx:rate5m", "{{url_map_name}} {{backend_target_name}} own"),
+        query("backend:lb_requests_5xx:rate5m",
+              "{{url_map_name}} {{backend_target_name}} all 5xx", "B"),
+        unit="reqps")
+    return [attribution, run_5xx, instances, lb_own]
 
 
 def capacity() -> Any:
@@ -302,23 +345,21 @@ def capacity() -> Any:
         f"sum by (le) (increase(monitor_burst_connect_duration_seconds_bucket{{{S}}}[{RI}]))")
     sql_heat = heat(
         "SQL connect time",
-        "Whole SQL connects (TCP, TLS, startup, auth); buckets include 0.5, 0.8 and 1.0 x "
-        "app_timeout.",
+        "Whole SQL connects (TCP, TLS, startup, auth), in seconds. Compare with "
+        "app_timeout in the panel beside.",
         f"sum by (le) (increase(monitor_sql_connect_duration_seconds_bucket{{{S}}}[{RI}]))")
     p99 = ts(
-        "SQL connect p99 vs app_timeout",
-        "p99 of whole connects against the application's own connect timeout; the ticket "
-        "opens above 0.8 x app_timeout (15m window).",
-        query(f"probe:monitor_sql_connect_duration_seconds:p99_rate15m{{{S}}}",
+        "SQL connect p99 / app_timeout",
+        "p99 of whole connects as a fraction of the application's own connect timeout "
+        "(1 = the application gives up); the ticket opens above 0.8 (15m window).",
+        query(f"probe:monitor_sql_connect_app_timeout_ratio:p99_rate15m{{{S}}}",
               "{{probe}} p99 (15m)"),
         query(f"histogram_quantile(0.99, sum by (vantage, probe, le) "
-              f"(rate(monitor_sql_connect_duration_seconds_bucket{{{S}}}[{RI}])))",
+              f"(rate(monitor_sql_connect_app_timeout_ratio_bucket{{{S}}}[{RI}])))",
               "{{probe}} p99", "B"),
-        query(f"max by (vantage, probe) (monitor_sql_app_timeout_seconds{{{S}}})",
-              "{{probe}} app_timeout", "C"),
-        query(f"0.8 * max by (vantage, probe) (monitor_sql_app_timeout_seconds{{{S}}})",
-              "{{probe}} 0.8 x app_timeout", "D"),
-        unit="s")
+        query(f"0 * max by (vantage, probe) (monitor_sql_app_timeout_seconds{{{S}}}) + 0.8",
+              "{{probe}} ticket line (0.8)", "C"),
+        unit="percentunit")
     connections = ts(
         "SQL connections used vs max",
         "Client connections in use on the server and the connections it accepts from "
@@ -358,7 +399,45 @@ def capacity() -> Any:
                      ("Egress (burst)", [knee, outcomes, burst_heat]),
                      ("Database (sql)", [sql_heat, p99, connections, sql_phases]),
                      ("Load tests", [load_rate, load_latency]),
+                     (OPTIONAL_ROW, platform_capacity_panels()),
                  ])
+
+
+def platform_capacity_panels() -> list[Builder]:
+    """The connector and Cloud SQL as Google measures them, next to our probes."""
+    connector = ts(
+        "VPC connector instances vs max",
+        OPTIONAL + "instances of each Serverless VPC Access connector against its "
+        "max-instances (a constant in correlation.yml); at max it cannot scale out.",
+        query("connector:vpcaccess_instances:max", "{{connector_name}} instances"),
+        query("connector:vpcaccess_max_instances:config", "{{connector_name}} max", "B"),
+        unit="short")
+    cpu = ts(
+        "VPC connector CPU p90 and egress probes p90",
+        OPTIONAL + "p90 CPU utilization over the connector's instances, and the egress "
+        "probes' p90 duration (15m) against their 6h baseline: the ticket "
+        "MonitorConnectorAtMaxEgressSlow reads both.",
+        query("connector:vpcaccess_cpu_utilization:p90", "{{connector_name}} CPU p90"),
+        query(f"probe:monitor_probe_duration_seconds:p90_rate15m{{{S}}}"
+              f"\n* on (job, vantage, probe) group_left ()\n"
+              f'max by (job, vantage, probe) (monitor_probe_info{{{D},layer="egress"}})',
+              "{{probe}} p90 (15m)", "B"),
+        query(f"probe:monitor_probe_duration_seconds:p90_baseline6h{{{S}}}"
+              f"\n* on (job, vantage, probe) group_left ()\n"
+              f'max by (job, vantage, probe) (monitor_probe_info{{{D},layer="egress"}})',
+              "{{probe}} p90 baseline (6h)", "C"),
+        unit="short")
+    sql = ts(
+        "Cloud SQL connections vs ours",
+        OPTIONAL + "connections Cloud SQL counts (PostgreSQL num_backends, MySQL network "
+        "connections) next to what the sql probes read from the server: used and max.",
+        query("database:cloudsql_connections:sum", "{{database_id}} Cloud SQL"),
+        query(f"max by (vantage, probe) (monitor_sql_connections_used{{{S}}})",
+              "{{probe}} used", "B"),
+        query(f"max by (vantage, probe) (monitor_sql_connections_max{{{S}}})",
+              "{{probe}} max", "C"),
+        unit="short")
+    return [connector, cpu, sql]
 
 
 def heat(title: str, description: str, expr: str) -> Builder:

@@ -17,15 +17,13 @@ from typing import Any
 
 import structlog
 
-from monitor import __version__
+from monitor import __version__, attribution
 from monitor.config import Config, ConfigError, load_config
 from monitor.config.common import TLSOptions
-from monitor.config.sql import SqlTLS
 from monitor.metrics import Metrics
 from monitor.probes import build_probe
 from monitor.probes.base import Probe, ProbeFailure
 from monitor.probes.httpclient import ssl_context
-from monitor.probes.sql import make_ssl_context
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once
@@ -67,6 +65,7 @@ class Daemon:
         self.ready = False
         self._lag_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self.attributor: attribution.Attributor | None = None
 
     # -- life cycle -------------------------------------------------------
     async def start(self) -> None:
@@ -75,6 +74,7 @@ class Daemon:
         self._loaded(success=True)
         self.scheduler.start()
         self._lag_task = asyncio.create_task(self._measure_loop_lag())
+        self._attribution(self.config)
         self.ready = True
         log.info("daemon started", probes=len(self.probes), version=__version__)
 
@@ -89,6 +89,8 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         for _, probe in self.probes.values():
             await _close(probe)
+        if self.attributor is not None:
+            await self.attributor.stop()
         log.info("daemon stopped")
 
     # -- reload -----------------------------------------------------------
@@ -115,7 +117,13 @@ class Daemon:
                 log.exception("config reload raised")
                 return self._failed([f"reload failed (internal error, please report it): "
                                      f"{type(exc).__name__}: {exc}"])
+            old = self.config.attribution
             await self._commit(plan)
+            if config.attribution != old:
+                if self.attributor is not None:
+                    await self.attributor.stop()  # queued lookups of the old config go
+                    self.attributor = None
+                self._attribution(config)
             self._loaded(success=True)
             log.info("config reloaded", probes=len(self.probes))
             return []
@@ -160,21 +168,16 @@ class Daemon:
         self.config = config
         self.recorder.verdict_window = config.global_.verdict_window
         self.redactor.update(config.secrets)
-        selected = self._selected(config)
-        if self.metrics.rebucket_sql_connect(p.app_timeout for p in selected if p.kind == "sql"):
-            # The new histogram starts empty: give the sql probes that stay
-            # their zero series back.
-            for name, (probe_config, probe) in self.probes.items():
-                if probe_config.kind == "sql":
-                    for sample in probe.registration_samples():
-                        if sample.metric == "monitor_sql_connect_duration_seconds":
-                            self.recorder.live(name, sample)
         self.metrics.registry.const_labels = dict(config.global_.labels)  # type: ignore[attr-defined]
         for probe_config, probe, trigger in plan.add:
             self.probes[probe_config.name] = (probe_config, probe)
             self.recorder.register(probe_config, probe.registration_samples())
             self.scheduler.add(probe_config.name, probe_config.interval,
                                config.global_.jitter, trigger=trigger)
+        if config.attribution is not None:  # (also for probes that stay)
+            for name, (probe_config, _) in self.probes.items():
+                for sample in attribution.zero_series(probe_config.kind):
+                    self.recorder.live(name, sample)
 
     async def _remove(self, name: str) -> None:
         self.scheduler.remove(name)
@@ -190,6 +193,18 @@ class Daemon:
         if self.shard is None:
             return list(config.probes)
         return list(select(config.probes, *self.shard))
+
+    def _attribution(self, config: Config) -> None:
+        """Start looking failed runs up, when ``config`` asks for it."""
+        if config.attribution is None:
+            return
+        dropped = self.metrics["monitor_attribution_dropped_total"]
+        self.attributor = attribution.Attributor(
+            config.attribution, attributed=self.recorder.attributed,
+            dropped=lambda cause: dropped.labels(cause=cause).inc())
+        for cause in attribution.DROPPED:
+            dropped.labels(cause=cause)
+        self.attributor.start()
 
     def _loaded(self, *, success: bool) -> None:
         self.metrics["monitor_config_last_reload_success"].set(1 if success else 0)
@@ -208,6 +223,8 @@ class Daemon:
         try:
             result = await run_once(probe, config, redactor=self.redactor,
                                     on_result=self.recorder.record, live=self.recorder.live)
+            if self.attributor is not None:  # queued only: the lookup runs in its own task
+                self.attributor.submit(result)
             if not result.ok and config.kind not in NO_CONFIRMATION:
                 started = datetime.fromtimestamp(result.started_at, UTC)
                 self.scheduler.confirm(name, started, config.interval)
@@ -246,8 +263,6 @@ def _build_tls(probe_config: Any) -> None:
     for tls in options:
         if isinstance(tls, TLSOptions):
             ssl_context(tls)
-        elif isinstance(tls, SqlTLS) and tls.mode != "disable":
-            make_ssl_context(tls)
 
 
 def _describe(exc: BaseException) -> str:

@@ -40,7 +40,7 @@ import resource
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -119,8 +119,8 @@ class _Accepted(asyncio.Protocol):
         self.early = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.gate._admit(self, transport)
+        # A stream transport; uvloop's do not derive from asyncio.Transport.
+        self.gate._admit(self, cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
         if self.connection is not None and self.connection.handler is not None:
@@ -248,7 +248,6 @@ class Gate:
         if connection not in self._connections or secure is None:  # evicted meanwhile
             connection.transport.abort()
             return
-        assert isinstance(secure, asyncio.Transport)
         self._hand_over(protocol, connection, secure)
 
     def _hand_over(self, protocol: _Accepted, connection: _Connection,

@@ -42,7 +42,7 @@ def configure_logging(level: str = "info", redactor: Redactor | None = None,
     if as_json:
         processors.append(severity)
     processors.append(renderer)
-    # Libraries log through the standard library (APScheduler, aiohttp): the
+    # Libraries log through the standard library (aiohttp): the
     # same renderer, redaction and severity, warnings and above only.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
@@ -52,8 +52,6 @@ def configure_logging(level: str = "info", redactor: Redactor | None = None,
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
-    # The scheduler's own skip warnings repeat ours ("probe run skipped").
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -49,8 +49,12 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
-        for pattern, replacement in _PATTERNS:
-            value = pattern.sub(replacement, value)
+        # Every pattern needs one of ":", "=" or "bearer": most details ("200
+        # in 4 ms") have none, and skipping four regexes was 2 % of the CPU
+        # per run at 1000 runs/s (bench/daemon.py).
+        if ":" in value or "=" in value or "earer" in value.lower():
+            for pattern, replacement in _PATTERNS:
+                value = pattern.sub(replacement, value)
         return value
 
     def value(self, value: object) -> object:

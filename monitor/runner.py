@@ -33,9 +33,12 @@ async def run_once(
     kind: str = config.kind  # type: ignore[attr-defined]
     timeout: float = config.timeout  # type: ignore[attr-defined]
     ctx = RunContext(name, kind, debug=debug, phase_metric=probe.phase_metric, live=live)
-    with structlog.contextvars.bound_contextvars(
+    # bind/reset rather than the bound_contextvars() context manager: the
+    # same, for less CPU on a path taken by every run.
+    tokens = structlog.contextvars.bind_contextvars(
         probe=name, kind=kind, target=config.info_target(),  # type: ignore[attr-defined]
-    ):
+    )
+    try:
         try:
             async with asyncio.timeout(timeout + GRACE_SECONDS):
                 result = await probe.run(ctx)
@@ -52,7 +55,15 @@ async def run_once(
             log.debug("probe succeeded", duration=round(result.duration, 4))
         else:
             log.info("probe failed", reason=result.reason, detail=result.detail,
-                     duration=round(result.duration, 4))
+                     duration=round(result.duration, 4), **_trace(result))
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
     if on_result is not None:
         on_result(result)
     return result
+
+
+def _trace(result: Result) -> dict[str, str]:
+    """The trace id for the log line, where the run had one."""
+    trace_id = result.facts.get("trace_id")
+    return {"trace_id": trace_id} if isinstance(trace_id, str) else {}

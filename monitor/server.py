@@ -16,12 +16,12 @@ from importlib import resources
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from monitor.auth import BasicAuth
 from monitor.config import ServerConfig
 from monitor.daemon import Daemon
-from monitor.status import build_status
+from monitor.exposition import CONTENT_TYPE, Exposition
+from monitor.status import StatusBuilder, StatusQuery
 
 log = structlog.get_logger("monitor.server")
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)
@@ -62,18 +62,33 @@ def make_app(daemon: Daemon) -> web.Application:
             auth.close()
 
         app.on_cleanup.append(close_auth)
-    exposition = make_aiohttp_handler(daemon.metrics.registry)
+    exposition = Exposition(daemon.metrics.registry)
+    statuses = StatusBuilder(daemon.recorder, daemon.redactor)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         daemon.recorder.update_verdict()  # results age out of the window between runs
-        response: web.StreamResponse = await exposition(request)
-        return response
+        names = frozenset(request.query.getall("name[]", [])) or None
+        chunks = [chunk async for chunk in exposition.stream(names)]
+        body = web.Response(text="".join(chunks), headers={"Content-Type": CONTENT_TYPE})
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            body.enable_compression()  # aiohttp compresses a large body off the loop
+        return body
+
+    async def status(request: web.Request) -> web.Response:
+        try:
+            query = StatusQuery.parse(request.query)
+        except ValueError as error:
+            return web.json_response({"error": str(error)}, status=400)
+        # A reload replaces the config (and maybe the secrets): entries start anew.
+        body = statuses.build(dict(daemon.config.global_.labels), query,
+                              generation=id(daemon.config))
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)
     app.router.add_post("/-/reload", _reload)
-    app.router.add_get("/api/status", _status)
+    app.router.add_get("/api/status", status)
     app.router.add_get("/", _page)
     return app
 
@@ -93,12 +108,6 @@ async def _reload(request: web.Request) -> web.Response:
     if problems:
         return web.json_response({"status": "error", "problems": problems}, status=400)
     return web.json_response({"status": "success"})
-
-
-async def _status(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
-    body = build_status(daemon.recorder, dict(daemon.config.global_.labels), daemon.redactor)
-    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 async def _page(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from pydantic import Field
 from monitor.config.common import ProbeBase, PublicQuery, TLSOptions, url_label
 from monitor.config.http import Headers, HttpUrl, Status, status_expected
 from monitor.config.net import IpFamily
+from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, HostPort, Ratio, format_duration, parse_duration
 
 # Caps: a burst probe must never become the outage it looks for. A VPC
@@ -42,6 +43,7 @@ class BurstProbeConfig(ProbeBase):
     headers: Headers = Field(default_factory=dict)  # checked as for every HTTP kind
     tls: TLSOptions = TLSOptions()
     ip_family: IpFamily = "any"  # the run is pinned to the first address of this family
+    trace_context: TraceContextConfig = TraceContextConfig()  # url mode
     expect_status: tuple[Status, ...] = ()
     steps: Annotated[
         tuple[Annotated[int, Field(ge=1, le=MAX_STEP)], ...],

@@ -22,6 +22,7 @@ from monitor.config.common import (
 from monitor.config.expect import ResponseChecks
 from monitor.config.net import IpFamily
 from monitor.config.proxy import NoProxyList, ProxyURL
+from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, format_duration, shorten
 
 # The body of a probe's response is only checked, never stored whole.
@@ -170,6 +171,8 @@ class HttpRequestFields(RequestModel):
     # Query parameters shown as they are; every other query value is masked.
     public_query: PublicQuery = ()
     ip_family: IpFamily = "any"
+    # Trace headers (traceparent, X-Cloud-Trace-Context); a journey sets them per probe.
+    trace_context: TraceContextConfig = TraceContextConfig()
 
 
 class HttpProbeConfig(ProbeBase, HttpRequestFields):

@@ -51,6 +51,7 @@ from monitor.config.http import (
     status_expected,
 )
 from monitor.config.net import IpFamily
+from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, compile_regex, format_duration, parse_duration
 
 # A journey is a path, not a script: 20 steps is far more than a login,
@@ -332,6 +333,8 @@ class JourneyProbeConfig(ProbeBase):
     ip_family: IpFamily = "any"
     # Query parameters of the steps' URLs shown as they are; the rest is masked.
     public_query: PublicQuery = ()
+    # The trace headers of every http and ws_connect step (one trace per run).
+    trace_context: TraceContextConfig = TraceContextConfig()
 
     @field_validator("steps")
     @classmethod

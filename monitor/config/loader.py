@@ -20,6 +20,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from monitor.config.common import query_values
 from monitor.config.models import PROBE_ADAPTER, Config, GlobalConfig, ServerConfig
+from monitor.config.tracing import AttributionConfig
 from monitor.config.yamlload import YamlLimit, load_yaml
 
 # A config larger than this is a mistake (or /dev/zero); fleets of a few
@@ -100,14 +101,17 @@ def _parse(text: str, environ: Mapping[str, str], source: str) -> Config:
     problems: list[str] = []
     secrets: set[str] = set()
     for key in raw:
-        if key not in ("global", "server", "probes"):
-            problems.append(f"{key}: is not a known section (global, server, probes)")
+        if key not in ("global", "server", "probes", "attribution"):
+            problems.append(f"{key}: is not a known section "
+                            "(global, server, probes, attribution)")
 
     raw = _interpolate(raw, "", environ, secrets, problems, runtime_ok=False)
 
     global_config = _validate(GlobalConfig, _section(raw, "global"), "global", problems)
     server = _validate(ServerConfig, _section(raw, "server"), "server", problems)
     probes = _validate_probes(raw.get("probes"), global_config or GlobalConfig(), problems)
+    attribution = (None if raw.get("attribution") is None else
+                   _validate(AttributionConfig, raw["attribution"], "attribution", problems))
 
     if problems:
         raise ConfigError(_named(_hide(problems, secrets), raw.get("probes")))
@@ -120,6 +124,7 @@ def _parse(text: str, environ: Mapping[str, str], source: str) -> Config:
         "global": global_config,
         "server": server,
         "probes": probes,
+        "attribution": attribution,
         "secrets": frozenset(s for s in secrets if s),
     })
 

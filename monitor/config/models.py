@@ -18,6 +18,7 @@ from monitor.config.load import LoadProbeConfig
 from monitor.config.sql import SqlProbeConfig
 from monitor.config.tcp import TcpProbeConfig
 from monitor.config.tls import TlsProbeConfig
+from monitor.config.tracing import AttributionConfig
 from monitor.config.types import Duration, Ratio, read_file, shorten
 
 # One line per kind (with monitor/probes/__init__.py:KINDS).
@@ -148,6 +149,8 @@ class Config(Strict):
     global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
     server: ServerConfig = Field(default_factory=ServerConfig)
     probes: tuple[ProbeConfig, ...] = ()
+    # Failed runs looked up in Cloud Logging (docs/attribution.md); off when absent.
+    attribution: AttributionConfig | None = None
     secrets: frozenset[str] = Field(default=frozenset(), exclude=True, repr=False)
 
     def probe(self, name: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -57,16 +58,30 @@ class SqlTLS(Strict):
     encrypted, the certificate is not checked. ``verify-full``: encrypted,
     the chain is checked against ``ca_file`` (or the system CAs) and the
     name against ``server_name`` (or ``host``).
+
+    ``cert_file`` / ``key_file``: a client certificate, as libpq's
+    ``sslcert`` / ``sslkey`` (PostgreSQL ``clientcert=verify-full``) and
+    MySQL's ``--ssl-cert`` / ``--ssl-key`` (a user ``REQUIRE X509``). The key
+    may sit in ``cert_file``; ``key_file`` alone is an error. The files are
+    checked at load and read again when they change.
     """
 
     mode: Literal["disable", "require", "verify-full"] = "disable"
     ca_file: Path | None = None
     server_name: str | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SqlTLS:
         if self.ca_file is not None:
             check_ca_file(self.ca_file)
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate)")
+        if self.cert_file is not None:
+            if self.mode == "disable":
+                raise ValueError("cert_file needs TLS: set mode require or verify-full")
+            check_client_cert(self.cert_file, self.key_file)
         if self.mode != "verify-full":
             for name in ("ca_file", "server_name"):
                 if getattr(self, name) is not None:
@@ -74,6 +89,37 @@ class SqlTLS(Strict):
                         f"{name} is only used with mode verify-full (mode is {self.mode})"
                     )
         return self
+
+
+def check_client_cert(cert_file: Path, key_file: Path | None) -> None:
+    """Raise ValueError unless OpenSSL loads the pair (and the key matches)."""
+    read_file(cert_file, "cert_file")
+    if key_file is not None:
+        read_file(key_file, "key_file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
+            str(cert_file), str(key_file) if key_file is not None else None)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        raise ValueError(
+            f"cert_file {str(cert_file)!r}"
+            + (f" with key_file {str(key_file)!r}" if key_file is not None else "")
+            + f" cannot be loaded: {reason}"
+        ) from None
+
+
+class SqlAuth(Strict):
+    """How the probe logs in when not with a password.
+
+    ``google_iam: true``: Cloud SQL IAM database authentication. The
+    password is an OAuth access token of the probe's Google identity (the
+    metadata server's service account, or ``GOOGLE_APPLICATION_CREDENTIALS``),
+    fetched, cached and refreshed before it expires; ``user`` is the IAM
+    database user (PostgreSQL: the service account's e-mail without
+    ``.gserviceaccount.com``; MySQL: the part before ``@``).
+    """
+
+    google_iam: bool = False
 
 
 class SqlProbeConfig(ProbeBase):
@@ -90,6 +136,7 @@ class SqlProbeConfig(ProbeBase):
     app_timeout: Duration = 25.0
     burst: Annotated[int, Field(ge=1, le=MAX_BURST)] | None = None
     tls: SqlTLS = SqlTLS()
+    auth: SqlAuth = SqlAuth()
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +177,12 @@ class SqlProbeConfig(ProbeBase):
             found.append((
                 "password_file",
                 "password and password_file are both set: give one of them",
+            ))
+        if self.auth.google_iam and (self.password is not None or self.password_file is not None):
+            found.append((
+                "auth",
+                "auth.google_iam uses an access token as the password: remove "
+                "password / password_file",
             ))
         return found
 

@@ -67,6 +67,7 @@ from monitor.net.errors import classify
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
 from monitor.probes.httpclient import Request, fetch
 from monitor.probes.tcp import close_writer
+from monitor.tracecontext import start_trace
 
 OUTCOMES = ("ok", "slow", "failed", "timeout")
 # url mode reads the answer only to finish the exchange; a health answer is small.
@@ -236,10 +237,12 @@ class BurstProbe(Probe):
                           headers=header_items(config.headers),
                           public_query=frozenset(config.public_query))
         ctx.trace(f"url {mask_query(config.url, config.public_query)} via {address}")
+        trace = start_trace(ctx, config.trace_context)  # one trace, a span per request
 
         async def connect(started: float) -> Attempt:
             try:
-                response = await fetch(request, timeout=config.step_timeout, tls=config.tls,
+                response = await fetch(trace.apply(request), timeout=config.step_timeout,
+                                       tls=config.tls,
                                        connect_address=address, max_redirects=0,
                                        max_body_bytes=HTTP_BODY_BYTES)
             except ProbeFailure as failure:

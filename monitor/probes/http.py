@@ -58,6 +58,7 @@ from monitor.probes.base import (
 from monitor.probes.expect import check_response
 from monitor.probes.httpclient import Response, fetch, request_of
 from monitor.probes.idtoken import IdTokenProvider, with_id_token
+from monitor.tracecontext import start_trace
 
 RESPONSES = "monitor_http_responses_total"
 # How much of a body a failure detail quotes (the detail itself is capped).
@@ -94,6 +95,7 @@ class HttpProbe(Probe):
         # Fetched (or taken from the cache) before the clock of the request
         # starts; a token that cannot be had fails the run with `auth`.
         request = await with_id_token(self._request, config.auth, self._id_tokens)
+        request = start_trace(ctx, config.trace_context).apply(request)
         started = ctx.elapsed()
         remaining = config.timeout - started
         if remaining <= 0:

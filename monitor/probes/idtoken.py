@@ -101,8 +101,12 @@ class IdTokenProvider:
         *,
         clock: Callable[[], float] = time.time,
         refresh_margin: float = REFRESH_MARGIN_SECONDS,
+        what: str = "a Google ID token for audience",
+        event: str = "id token fetched",
     ) -> None:
         self._fetch = fetch
+        self._what = what  # names the token in failure details
+        self._event = event
         self._clock = clock
         self._margin = refresh_margin
         self._cache: dict[str, _Cached] = {}
@@ -146,11 +150,11 @@ class IdTokenProvider:
         except ProbeFailure:
             raise
         except Exception as exc:
-            raise ProbeFailure("auth", _describe(audience, exc)) from None
+            raise ProbeFailure("auth", _describe(audience, exc, self._what)) from None
         cached = _Cached(token, expires)
         self._cache[audience] = cached
         left = None if expires is None else round(expires - self._clock())
-        log.debug("id token fetched", audience=audience, expires_in_seconds=left)
+        log.debug(self._event, audience=audience, expires_in_seconds=left)
         return cached
 
     async def header(self, auth: Auth | None) -> dict[str, str]:
@@ -165,8 +169,10 @@ class IdTokenProvider:
         self._cache.clear()
 
 
-def _describe(audience: str, exc: BaseException) -> str:
+def _describe(audience: str, exc: BaseException,
+              what: str = "a Google ID token for audience") -> str:
     """A detail for a failed fetch that cannot contain the token."""
+    token = what
     if isinstance(exc, ValueError):
         # google-auth's decode errors (MalformedError is a ValueError too)
         # quote what they failed to decode: possibly a token.
@@ -174,7 +180,7 @@ def _describe(audience: str, exc: BaseException) -> str:
                 "(not quoted here: it may hold a token)")
     else:
         what = _TOKENISH.sub("<redacted>", f"{type(exc).__name__}: {exc}")
-    return bounded(f"could not get a Google ID token for audience {audience!r}: {what}")
+    return bounded(f"could not get {token} {audience!r}: {what}")
 
 
 # The process-wide provider the probes use.

@@ -89,6 +89,7 @@ from monitor.probes.expect import check_response
 from monitor.probes.httpclient import Request, Response, fetch
 from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
+from monitor.tracecontext import start_trace
 
 # Closing the WebSocket and the session after the journey; the runner grants
 # one second beyond the timeout, so this must stay well below it.
@@ -160,6 +161,7 @@ class _Walk:
         # phases of every http step add up in http_phases.
         self.progress: Progress | None = None
         self.http_phases: dict[str, float] = {}
+        self.tracing = start_trace(ctx, self.config.trace_context)
 
     # -- the walk ------------------------------------------------------------
     async def run(self) -> Any:
@@ -251,8 +253,9 @@ class _Walk:
             self._trace(step, f"> {name}: {value}")
         headers += (await self._id_token(step, action.auth)).items()
         self.waiting = f"waiting for the response to {action.method} {shown}"
-        request = Request(url=url, method=action.method, headers=headers, body=data,
-                          public_query=frozenset(self.config.public_query))
+        request = self.tracing.apply(Request(
+            url=url, method=action.method, headers=headers, body=data,
+            public_query=frozenset(self.config.public_query)))
         self.progress = Progress(phases=self.http_phases)
         try:
             # The step's own timeout (around this call) ends it; the fetch's is
@@ -312,6 +315,7 @@ class _Walk:
         for name, value in headers.items():
             self._trace(step, f"> {name}: {value}")
         headers.update(await self._id_token(step, action.auth))
+        self.tracing.update(headers)
         self.waiting = f"waiting for the upgrade of {shown}"
         session = self._session()
         try:

@@ -54,6 +54,7 @@ from monitor.probes.base import (
 )
 from monitor.probes.httpclient import Request, Response, fetch, request_of
 from monitor.probes.idtoken import with_id_token
+from monitor.tracecontext import start_trace
 
 RESPONSES = "monitor_http_responses_total"
 BACKEND_RESPONSES = "monitor_lb_backend_responses_total"
@@ -139,6 +140,7 @@ class LbProbe(Probe):
         addresses = await self._addresses(ctx, deadline)
         # One token for the whole run (it is cached until shortly before expiry).
         request = await with_id_token(self._request, config.auth)
+        trace = start_trace(ctx, config.trace_context)  # one trace, a span per request
         jobs = [(index, address) for _ in range(config.requests)
                 for index, address in enumerate(addresses)]
         outcomes: list[Outcome] = []
@@ -151,7 +153,8 @@ class LbProbe(Probe):
                     outcomes.append(Outcome(index, False, reason="timeout",
                                             detail="not sent within the run's timeout"))
                     continue
-                outcomes.append(await self._one(ctx, request, index, address, remaining))
+                outcomes.append(await self._one(ctx, trace.apply(request), index, address,
+                                                remaining))
 
         async with asyncio.TaskGroup() as group:
             for _ in range(min(config.concurrency, len(jobs))):

@@ -47,6 +47,7 @@ from monitor.probes.base import (
 )
 from monitor.probes.httpclient import fetch, request_of
 from monitor.probes.idtoken import with_id_token
+from monitor.tracecontext import start_trace
 
 log = structlog.get_logger("monitor.probes.load")
 REQUESTS = "monitor_load_requests_total"
@@ -88,11 +89,12 @@ class LoadProbe(Probe):
         latencies: list[float] = []
         send_lag = 0.0
         sent = 0
+        trace = start_trace(ctx, config.trace_context)  # one trace, a span per request
 
         async def one(intended: float) -> None:
             try:
                 # Per request: a load test can outlive a token; a cached one is a lookup.
-                request = await with_id_token(self._request, config.auth)
+                request = trace.apply(await with_id_token(self._request, config.auth))
                 response = await fetch(
                     request, timeout=config.request_timeout, tls=config.tls,
                     max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,

@@ -22,6 +22,9 @@ class PanelQuery:
     panel: str
     ref: str
     expr: str
+    # Needs `attribution:` or Google Cloud metrics (docs/correlation.md): no
+    # data in a stack without them.
+    optional: bool = False
 
     @property
     def id(self) -> str:
@@ -46,7 +49,8 @@ def panel_queries() -> list[PanelQuery]:
     for name, board in dashboards().items():
         for panel in panels(board):
             for target in panel.get("targets", []):
-                out.append(PanelQuery(name, panel["title"], target["refId"], target["expr"]))
+                out.append(PanelQuery(name, panel["title"], target["refId"], target["expr"],
+                                      panel.get("description", "").startswith("Optional")))
     return out
 
 

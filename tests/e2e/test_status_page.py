@@ -53,6 +53,8 @@ async def test_banner_and_row_follow_a_fault(demo: RunningDemo, tmp_path: Path) 
         assert "failure" in await row.inner_text()
         failures = await page.locator("#failures").inner_text()
         assert "backend-a-direct" in failures
+        # Each failed http run shows the trace id its request carried.
+        assert re.search(r"\b[0-9a-f]{32}\b", failures), failures
         await screenshot(page, tmp_path / "broken.png")
     assert (tmp_path / "operational.png").stat().st_size > 10_000
     assert (tmp_path / "broken.png").stat().st_size > 10_000

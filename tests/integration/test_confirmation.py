@@ -46,9 +46,8 @@ probes:{probes}
 
 
 def next_run(daemon: Daemon, name: str) -> datetime:
-    job = daemon.scheduler._scheduler.get_job(name)
-    assert job is not None and job.next_run_time is not None
-    when: datetime = job.next_run_time
+    when = daemon.scheduler.next_run_time(name)
+    assert when is not None
     return when
 
 

@@ -220,8 +220,9 @@ async def test_two_shards_partition_the_probes(tmp_path: Path,
     assert scheduled[0] and scheduled[1]
 
 
-async def test_rebucketed_sql_histogram_keeps_series_of_unchanged_probes(tmp_path: Path) -> None:
-    """Changing one sql probe's app_timeout rebuilds the buckets; the other keeps its series."""
+async def test_sql_app_timeout_change_keeps_series_of_unchanged_probes(tmp_path: Path) -> None:
+    """Changing one sql probe's app_timeout re-registers that probe only: the ratio
+    histogram has fixed buckets, so the other probe keeps its series and counts."""
     def write(app_timeout: str) -> None:
         path.write_text(f"""
 probes:
@@ -237,14 +238,17 @@ probes:
                     redactor=Redactor())
     await daemon.start()
     try:
+        registry = daemon.metrics.registry
+        ratio = "monitor_sql_connect_app_timeout_ratio"
+        daemon.metrics[ratio].labels("db-a", "sql").observe(0.5)  # a run's worth of data
         write("2s")
         assert await daemon.reload() == []
-        registry = daemon.metrics.registry
-        count = "monitor_sql_connect_duration_seconds_count"
-        assert registry.get_sample_value(count, {"probe": "db-a", "kind": "sql"}) == 0
-        assert registry.get_sample_value(count, {"probe": "db-b", "kind": "sql"}) == 0
-        assert registry.get_sample_value("monitor_sql_connect_duration_seconds_bucket",
-                                         {"probe": "db-b", "kind": "sql", "le": "1.6"}) == 0
+        a, b = {"probe": "db-a", "kind": "sql"}, {"probe": "db-b", "kind": "sql"}
+        assert registry.get_sample_value(f"{ratio}_count", a) == 1
+        assert registry.get_sample_value(f"{ratio}_count", b) == 0
+        assert registry.get_sample_value(f"{ratio}_bucket", {**b, "le": "0.8"}) == 0
+        assert registry.get_sample_value("monitor_sql_app_timeout_seconds", b) == 2.0
+        assert registry.get_sample_value("monitor_sql_connect_duration_seconds_count", b) == 0
     finally:
         await daemon.stop()
 

@@ -135,9 +135,12 @@ class _Server:
     driver = ""
     run_as = ""
 
-    def __init__(self, *, max_connections: int, tls: tuple[bytes, bytes] | None) -> None:
+    def __init__(self, *, max_connections: int, tls: tuple[bytes, bytes] | None,
+                 client_ca: bytes | None = None) -> None:
         self.max_connections = max_connections
         self.tls = tls  # (certificate chain PEM, private key PEM)
+        # PEM of the CA that client certificates must chain to (needs tls).
+        self.client_ca = client_ca
         self.password = "pw-" + os.urandom(9).hex()
         self.user = USER
         self.database = DATABASE
@@ -155,7 +158,13 @@ class _Server:
         cert.write_bytes(self.tls[0])
         key.write_bytes(self.tls[1])
         key.chmod(0o600)
+        if self.client_ca is not None:
+            self.client_ca_file.write_bytes(self.client_ca)
         return cert, key
+
+    @property
+    def client_ca_file(self) -> Path:
+        return self.dir / "client-ca.pem"
 
     def _spawn(self, command: list[str]) -> None:
         with self.log.open("ab") as out:
@@ -215,8 +224,11 @@ class PostgresServer(_Server):
     run_as = "postgres"
 
     def __init__(self, *, max_connections: int = 50,
-                 tls: tuple[bytes, bytes] | None = None) -> None:
-        super().__init__(max_connections=max_connections, tls=tls)
+                 tls: tuple[bytes, bytes] | None = None, client_ca: bytes | None = None,
+                 hba: tuple[str, ...] = ()) -> None:
+        super().__init__(max_connections=max_connections, tls=tls, client_ca=client_ca)
+        # pg_hba.conf lines put before initdb's own (the first match wins).
+        self.hba = hba
         bin_dir = _postgres_bin()
         assert bin_dir is not None, missing_postgres()
         self.bin = bin_dir
@@ -241,6 +253,11 @@ class PostgresServer(_Server):
                 if tls_files:
                     conf.write(f"ssl = on\nssl_cert_file = '{tls_files[0]}'\n"
                                f"ssl_key_file = '{tls_files[1]}'\n")
+                    if self.client_ca is not None:
+                        conf.write(f"ssl_ca_file = '{self.client_ca_file}'\n")
+            if self.hba:
+                hba = self.data / "pg_hba.conf"
+                hba.write_text("\n".join(self.hba) + "\n" + hba.read_text())
             fresh = True
         else:
             fresh = False
@@ -294,8 +311,8 @@ class MariaDBServer(_Server):
     run_as = "mysql"
 
     def __init__(self, *, max_connections: int = 151,
-                 tls: tuple[bytes, bytes] | None = None) -> None:
-        super().__init__(max_connections=max_connections, tls=tls)
+                 tls: tuple[bytes, bytes] | None = None, client_ca: bytes | None = None) -> None:
+        super().__init__(max_connections=max_connections, tls=tls, client_ca=client_ca)
         found = _mariadb_bin()
         assert found is not None, missing_mariadb()
         self.server_bin, self.install_bin, self.client_bin = found
@@ -325,6 +342,8 @@ class MariaDBServer(_Server):
             ]
             if self._tls_files:
                 command += [f"--ssl-cert={self._tls_files[0]}", f"--ssl-key={self._tls_files[1]}"]
+                if self.client_ca is not None:
+                    command.append(f"--ssl-ca={self.client_ca_file}")
             try:
                 self._spawn(command)
                 break

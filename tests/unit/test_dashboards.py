@@ -136,3 +136,18 @@ def test_provisioning_loads_the_datasource_and_the_dashboards() -> None:
     dash = yaml.safe_load((GRAFANA / "provisioning/dashboards/monitor.yml").read_text())
     (provider,) = dash["providers"]
     assert provider["type"] == "file" and provider["options"]["path"]
+
+
+def test_optional_panels_are_the_platform_rows() -> None:
+    """Panels that need attribution or Google Cloud metrics say so and sit in the
+    optional rows; every other panel must show data in the end-to-end test."""
+    optional = {(q.dashboard, q.panel) for q in QUERIES if q.optional}
+    assert {d for d, _ in optional} == {"overview", "capacity"}
+    for name, board in dashboards().items():
+        row = ""
+        for panel in board["panels"]:  # rows are open: their panels follow them
+            if panel.get("type") == "row":
+                row = panel["title"]
+                continue
+            assert ((name, panel["title"]) in optional) == row.startswith("Optional"), (
+                name, panel["title"])

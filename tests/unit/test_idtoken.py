@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib
 import json
 import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,94 +19,29 @@ from structlog.testing import capture_logs
 from monitor.config.common import Auth, GoogleIdToken
 from monitor.probes.base import ProbeFailure
 from monitor.probes.idtoken import REFRESH_MARGIN_SECONDS, IdTokenProvider, id_token_header
+from tests.support.metadata import (
+    Clock,
+    FakeMetadata,
+    fake_metadata,
+    make_jwt,
+    point_google_auth_at,
+)
 
-IDENTITY = "/computeMetadata/v1/instance/service-accounts/default/identity"
 AUDIENCE = "https://backend-abc123-uc.a.run.app"
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def make_jwt(audience: str, exp: int, serial: int) -> str:
-    """An unsigned JWT-shaped token: google-auth only decodes it to read `exp`."""
-    header = _b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-    payload = _b64(json.dumps({
-        "aud": audience, "exp": exp, "iat": exp - 3600,
-        "iss": "https://accounts.google.com", "sub": "1234567890", "serial": serial,
-    }).encode())
-    return f"{header}.{payload}.{_b64(b'signature-' + str(serial).encode())}"
-
-
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class FakeMetadata:
-    """What the fake metadata server saw and what it should answer."""
-
-    clock: Clock
-    lifetime: int = 3600
-    status: int = 200
-    body: str | None = None  # overrides the token when set
-    calls: list[dict[str, str]] = field(default_factory=list)
-    issued: list[str] = field(default_factory=list)
-    host: str = ""
-
-    async def identity(self, request: web.Request) -> web.Response:
-        self.calls.append(dict(request.query))
-        # The real server refuses requests without this header (SSRF guard).
-        if request.headers.get("Metadata-Flavor") != "Google":
-            return web.Response(status=403, text="Missing Metadata-Flavor:Google header.")
-        if "audience" not in request.query:
-            return web.Response(status=400, text="non-empty audience parameter required")
-        if self.status != 200:
-            return web.Response(status=self.status, text="metadata says no")
-        token = self.body if self.body is not None else make_jwt(
-            request.query["audience"], int(self.clock.now) + self.lifetime, len(self.issued)
-        )
-        self.issued.append(token)
-        return web.Response(text=token, headers={"Metadata-Flavor": "Google"})
 
 
 @pytest.fixture
 async def metadata() -> AsyncIterator[FakeMetadata]:
     """A fake metadata server on 127.0.0.1 with a hand-moved clock."""
-    fake = FakeMetadata(clock=Clock(1_800_000_000.0))
-    app = web.Application()
-    app.router.add_get(IDENTITY, fake.identity)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.host = f"127.0.0.1:{port}"
-    try:
+    async with fake_metadata() as fake:
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
 def metadata_env(metadata: FakeMetadata, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Point google-auth at the fake through GCE_METADATA_HOST, as a deployment would."""
-    from google.auth.compute_engine import _metadata
-
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.setenv("GCE_METADATA_HOST", metadata.host)
-    monkeypatch.setenv("GCE_METADATA_IP", metadata.host)
-    # google-auth reads the variable when first imported; re-read it here.
-    importlib.reload(_metadata)
-    yield
-    monkeypatch.undo()
-    importlib.reload(_metadata)
+    with point_google_auth_at(metadata.host, monkeypatch):
+        yield
 
 
 def auth(audience: str = AUDIENCE) -> Auth:

@@ -62,8 +62,8 @@ def test_record_writes_common_and_kind_metrics() -> None:
     assert value(registry, "monitor_probe_failures_total", reason="http_status", **labels) == 1
     assert value(registry, "monitor_http_responses_total", code="503", origin="platform",
                  **labels) == 1
-    assert value(registry, "monitor_http_phase_duration_seconds_count", phase="connect",
-                 **labels) == 1
+    assert value(registry, "monitor_http_phase_duration_seconds", phase="connect",
+                 **labels) == 0.004
     assert value(registry, "monitor_probe_duration_seconds_count", **labels) == 1
     assert recorder.probes["web"].ring[-1].reason == "http_status"
 
@@ -114,29 +114,29 @@ def test_verdict_gauge_follows_the_window() -> None:
     assert value(registry, "monitor_verdict", state="operational") == 0
 
 
-def test_sql_connect_buckets_include_app_timeout_fractions() -> None:
-    """The SQL connect histogram has 0.5, 0.8 and 1.0 x app_timeout as bucket edges."""
+def test_sql_connect_ratio_has_fixed_buckets_around_the_alert_line() -> None:
+    """The connect/app_timeout ratio histogram has 0.5, 0.8 and 1.0 as edges, whatever
+    the probes' app_timeouts: no per-config buckets."""
     registry = ConstLabelRegistry()
-    metrics = Metrics(registry, sql_app_timeouts=[25.0])
-    metrics["monitor_sql_connect_duration_seconds"].labels("db", "sql").observe(19.0)
+    metrics = Metrics(registry)
+    metrics["monitor_sql_connect_app_timeout_ratio"].labels("db", "sql").observe(0.76)
+    bucket = "monitor_sql_connect_app_timeout_ratio_bucket"
+    assert registry.get_sample_value(bucket, {"probe": "db", "kind": "sql", "le": "0.7"}) == 0
+    assert registry.get_sample_value(bucket, {"probe": "db", "kind": "sql", "le": "0.8"}) == 1
     text = generate_latest(registry).decode()
-    for edge in ("12.5", "20.0", "25.0"):
+    for edge in ("0.5", "0.8", "1.0"):
         assert f'le="{edge}"' in text
-    metrics.rebucket_sql_connect([10.0])
-    metrics["monitor_sql_connect_duration_seconds"].labels("db", "sql").observe(9.0)
-    text = generate_latest(registry).decode()
-    assert 'le="8.0"' in text and 'le="12.5"' not in text
 
 
 def test_registration_creates_histogram_series_at_zero() -> None:
-    """Phase and kind histograms exist before the first run, so rate() has a baseline."""
+    """Phase gauges and kind counters exist before the first run, so rate() has a baseline."""
     from monitor.probes import build_probe
 
     config, _, recorder, registry = setup()
     probe = build_probe(config.probe("web"))
     recorder.register(config.probe("web"), probe.registration_samples())
     for phase in ("dns", "connect", "tls", "ttfb", "transfer"):
-        assert value(registry, "monitor_http_phase_duration_seconds_count", probe="web",
+        assert value(registry, "monitor_http_phase_duration_seconds", probe="web",
                      kind="http", phase=phase) == 0
     assert value(registry, "monitor_http_responses_total", probe="web", kind="http",
                  code="503", origin="unclassified") == 0
@@ -154,3 +154,70 @@ def test_consecutive_failures_count_since_the_last_success_and_objective_is_expo
         assert value(registry, "monitor_probe_consecutive_failures", **labels) == expected
     recorder.record(RunContext("web", "http").success())
     assert value(registry, "monitor_probe_consecutive_failures", **labels) == 0
+
+
+def test_phase_gauges_hold_the_last_run_and_zero_what_it_did_not_reach() -> None:
+    """After a full run and then a run refused at connect, the phase gauges show the
+    second run: its dns and connect, 0 for tls, ttfb and transfer."""
+    _, _, recorder, registry = setup()
+    labels = {"probe": "web", "kind": "http"}
+    full = RunContext("web", "http", phase_metric="monitor_http_phase_duration_seconds")
+    for phase, seconds in (("dns", 0.001), ("connect", 0.002), ("tls", 0.003),
+                           ("ttfb", 0.004), ("transfer", 0.005)):
+        full.phase(phase, seconds)
+    recorder.record(full.success())
+    assert value(registry, "monitor_http_phase_duration_seconds", phase="ttfb", **labels) == 0.004
+    refused = RunContext("web", "http", phase_metric="monitor_http_phase_duration_seconds")
+    refused.phase("dns", 0.0015)
+    refused.phase("connect", 0.0005)
+    recorder.record(refused.failure("connect_refused", "refused"))
+    got = {p: value(registry, "monitor_http_phase_duration_seconds", phase=p, **labels)
+           for p in ("dns", "connect", "tls", "ttfb", "transfer")}
+    assert got == {"dns": 0.0015, "connect": 0.0005, "tls": 0, "ttfb": 0, "transfer": 0}
+
+
+def test_status_of_a_probe_follows_its_window_and_recent_failures() -> None:
+    """/api/status: a failure shows in recent_failures (newest first) and in the
+    probe's runs; a forgotten probe leaves both; the state filter and paging work."""
+    from monitor.redact import Redactor
+    from monitor.status import StatusBuilder, StatusQuery
+
+    _, _, recorder, _ = setup()
+    builder = StatusBuilder(recorder, Redactor())
+    recorder.record(RunContext("web", "http").failure("timeout", "no answer"))
+    recorder.record(RunContext("cert", "tls").success())
+    body = builder.build({})
+    assert [f["probe"] for f in body["recent_failures"]] == ["web"]
+    assert {p["name"]: (p["runs"], p["failures"], p["state"]) for p in body["probes"]} == {
+        "web": (1, 1, "failing"), "cert": (1, 0, "ok")}  # 1 of 1: Wilson low 0.21 > 0.05
+    assert body["counts"] == {"failing": 1, "degraded": 0, "unknown": 0, "ok": 1}
+    failing = builder.build({}, StatusQuery.parse({"state": "failing,degraded"}))
+    assert [p["name"] for p in failing["probes"]] == ["web"] and failing["matched"] == 1
+    recorder.record(RunContext("web", "http").success())  # still failing: 1 of 2
+    assert builder.build({})["probes"][0]["runs"] == 2  # the kept entry was rebuilt
+    by_severity = builder.build({}, StatusQuery.parse({"order": "severity", "limit": "1"}))
+    assert [p["name"] for p in by_severity["probes"]] == ["web"]
+    paged = builder.build({}, StatusQuery.parse({"q": "ce", "offset": "0", "limit": "5"}))
+    assert [p["name"] for p in paged["probes"]] == ["cert"] and paged["total"] == 2
+    recorder.forget("web")
+    body = builder.build({})
+    assert body["recent_failures"] == [] and [p["name"] for p in body["probes"]] == ["cert"]
+
+
+def test_a_late_attribution_reaches_recent_failures_and_the_status_entry() -> None:
+    """attributed() after the run: the failure in recent_failures and the probe's
+    kept status entry both show it."""
+    from monitor.redact import Redactor
+    from monitor.status import StatusBuilder
+
+    _, _, recorder, _ = setup()
+    builder = StatusBuilder(recorder, Redactor())
+    ctx = RunContext("web", "http")
+    ctx.facts["trace_id"] = "4bf92f3577b34da6a3ce929d0e0e4736"
+    recorder.record(ctx.failure("http_status", "status 503"))
+    assert builder.build({})["recent_failures"][0]["attribution"] is None
+    recorder.attributed("web", "4bf92f3577b34da6a3ce929d0e0e4736", "run:no_instance", "x")
+    body = builder.build({})
+    assert body["recent_failures"][0]["attribution"] == "run:no_instance"
+    web = next(p for p in body["probes"] if p["name"] == "web")
+    assert web["last"]["facts"]["attribution"] == "run:no_instance"

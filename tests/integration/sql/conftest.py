@@ -49,11 +49,21 @@ def _server_tls(ca: trustme.CA) -> tuple[bytes, bytes]:
     return chain, leaf.private_key_pem.bytes()
 
 
+# A role that may log in only over TLS with a client certificate naming it
+# (libpq's sslcert/sslkey; the password is checked as well).
+CERT_USER = "certuser"
+
+
 @pytest.fixture(scope="session")
 def pg(db_ca: tuple[trustme.CA, Path]) -> Iterator[PostgresServer]:
-    """PostgreSQL with TLS available (not required), max_connections 50."""
+    """PostgreSQL with TLS available (not required), max_connections 50; role
+    ``certuser`` only over TLS with a client certificate (clientcert=verify-full)."""
     _need(missing_postgres())
-    server = PostgresServer(max_connections=50, tls=_server_tls(db_ca[0])).start()
+    server = PostgresServer(
+        max_connections=50, tls=_server_tls(db_ca[0]), client_ca=db_ca[0].cert_pem.bytes(),
+        hba=(f"hostssl all {CERT_USER} 127.0.0.1/32 scram-sha-256 clientcert=verify-full",
+             f"host all {CERT_USER} 127.0.0.1/32 reject"),
+    ).start()
     try:
         yield server
     finally:
@@ -73,9 +83,11 @@ def pg_small() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def mariadb(db_ca: tuple[trustme.CA, Path]) -> Iterator[MariaDBServer]:
-    """MariaDB with TLS available (not required), max_connections 151."""
+    """MariaDB with TLS available (not required), max_connections 151; client
+    certificates of ``db_ca`` are accepted (for users REQUIRE X509)."""
     _need(missing_mariadb())
-    server = MariaDBServer(tls=_server_tls(db_ca[0])).start()
+    server = MariaDBServer(tls=_server_tls(db_ca[0]),
+                           client_ca=db_ca[0].cert_pem.bytes()).start()
     try:
         yield server
     finally:

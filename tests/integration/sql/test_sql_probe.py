@@ -26,7 +26,7 @@ from monitor.config.sql import SqlProbeConfig
 from monitor.metrics import Metrics
 from monitor.probes import build_probe
 from monitor.probes.base import Probe, Result, RunContext
-from monitor.probes.sql import APP_TIMEOUT, CONNECT, MAX, PHASES, USED
+from monitor.probes.sql import APP_TIMEOUT, CONNECT, CONNECT_RATIO, MAX, PHASES, USED
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once
@@ -333,6 +333,8 @@ async def test_burst_of_20(db: Server) -> None:
     assert result.facts["burst"]["ok"] == 20
     assert "burst 20/20 ok" in result.detail
     assert len(observed(result, CONNECT)) == 21  # the probe's own connect and the burst
+    ratios = observed(result, CONNECT_RATIO)
+    assert ratios == [seconds / 2.0 for seconds in observed(result, CONNECT)]
     assert await wait_sessions_gone(db) == 0
 
 
@@ -374,6 +376,7 @@ async def test_connect_slower_than_app_timeout_fails(pg: PostgresServer) -> None
     assert "longer than app_timeout (500ms)" in result.detail
     (connect_seconds,) = observed(result, CONNECT)
     assert connect_seconds > 0.5
+    assert observed(result, CONNECT_RATIO) == [connect_seconds / 0.5]  # > 1: past app_timeout
     assert result.phases["startup"] > result.phases["connect"]  # the wait is past TCP
 
 
@@ -426,7 +429,7 @@ async def _drained(proxy: FaultProxy, seconds: float = 5.0) -> bool:
 async def test_secrets_stay_out_of_logs_metrics_and_results(db: Server) -> None:
     """The password is nowhere: logs, /metrics text, details, traces, facts, repr."""
     registry = CollectorRegistry()
-    recorder = Recorder(Metrics(registry, sql_app_timeouts=[2.0]))
+    recorder = Recorder(Metrics(registry))
     good = probe_config(db, burst=2)
     wrong = probe_config(db, password="wrong-" + db.password, name="db-wrong")
     secrets = {db.password, "wrong-" + db.password}

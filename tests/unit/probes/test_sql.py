@@ -102,7 +102,8 @@ def test_timeout_must_exceed_app_timeout() -> None:
 
 
 def test_password_file_is_read_at_load_and_kept_secret(tmp_path: Path) -> None:
-    """password_file is read when loading (trailing newline dropped) and never printed."""
+    """password_file is read when loading (trailing newline dropped) and never printed
+    (runs read it again when it changes: tests/integration/sql/test_sql_credentials.py)."""
     secret = tmp_path / "db-password"
     secret.write_text("file-secret-123\n")
     text = "probes:\n  - " + _flow({
@@ -115,6 +116,57 @@ def test_password_file_is_read_at_load_and_kept_secret(tmp_path: Path) -> None:
     assert "file-secret-123" in config.secrets
     assert "file-secret-123" not in repr(probe)
     assert "file-secret-123" not in str(probe.model_dump())
+
+
+def test_client_certificate_fields(tmp_path: Path) -> None:
+    """tls.cert_file/key_file: loaded at validation; key alone, plain TCP or a bad
+    pair are refused with the field named."""
+    import trustme
+
+    leaf = trustme.CA().issue_cert("monitor.client.test", common_name="monitor")
+    cert, key, junk = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "junk.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    junk.write_text("not a certificate\n")
+    config = load({"driver": "postgres", "tls": {"mode": "require", "cert_file": str(cert),
+                                                 "key_file": str(key)}})
+    assert config.tls.cert_file == cert
+    found = problems({"driver": "postgres", "tls": {"mode": "require", "key_file": str(key)}})
+    assert found == ["probes[0].tls (probe 'db'): key_file needs cert_file "
+                     "(the client certificate)"]
+    found = problems({"driver": "mysql", "tls": {"cert_file": str(cert), "key_file": str(key)}})
+    assert found == ["probes[0].tls (probe 'db'): cert_file needs TLS: set mode require "
+                     "or verify-full"]
+    (found_one,) = problems({"driver": "mysql", "tls": {"mode": "require",
+                                                         "cert_file": str(junk)}})
+    assert found_one.startswith(f"probes[0].tls (probe 'db'): cert_file '{junk}' cannot be "
+                                "loaded")
+
+
+def test_tls_files_gone_bad_after_validation_fail_the_build(tmp_path: Path) -> None:
+    """A CA file broken between validation and build fails building the probe with
+    reason tls (the daemon then keeps its running config), not every run."""
+    import trustme
+
+    from monitor.probes.base import ProbeFailure
+
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    config = load({"driver": "postgres", "tls": {"mode": "verify-full", "ca_file": str(ca)}})
+    assert isinstance(build_probe(config), SqlProbe)
+    ca.write_text("gone bad\n")
+    with pytest.raises(ProbeFailure) as caught:
+        build_probe(config)
+    assert caught.value.reason == "tls"
+    assert "cannot load the TLS files" in caught.value.detail
+
+
+def test_google_iam_excludes_a_password() -> None:
+    """auth.google_iam takes the token as the password: a password as well is refused."""
+    found = problems({"driver": "postgres", "password": "x", "auth": {"google_iam": True}})
+    assert found == ["probes[0].auth (probe 'db'): auth.google_iam uses an access token as "
+                     "the password: remove password / password_file"]
+    assert load({"driver": "postgres", "auth": {"google_iam": True}}).auth.google_iam
 
 
 def test_password_from_environment_is_a_secret() -> None:
