@@ -44,6 +44,7 @@ from monitor.config.expect import (
 from monitor.config.http import (
     MAX_REDIRECTS_CAP,
     Headers,
+    HttpVersion,
     RequestModel,
     Status,
     check_url,
@@ -203,6 +204,8 @@ class StepExpect(ResponseChecks):
     no variables."""
 
     status: tuple[Status, ...] = ()  # empty: any 2xx
+    # The protocol the response must have come in (ALPN: h2 or http/1.1).
+    http_version: HttpVersion | None = None
     headers: Annotated[dict[HeaderName, JourneyRegex], Field(max_length=MAX_CHECKS)] = Field(
         default_factory=dict)
     body_regex: JourneyRegexList = ()
@@ -226,6 +229,14 @@ class HttpStep(RequestModel):
     # A login should not redirect: by default a 3xx is a status like any other
     # (the one default that differs from http's 10; docs/probes/journey.md).
     max_redirects: Annotated[int, Field(ge=0, le=MAX_REDIRECTS_CAP)] = 0
+
+    @model_validator(mode="after")
+    def _version_offered(self) -> HttpStep:
+        wanted = self.expect.http_version
+        if wanted is not None and wanted not in self.http_versions:
+            raise ValueError(f"expect.http_version {wanted} is not in http_versions "
+                             f"({', '.join(self.http_versions)}): the step could never pass")
+        return self
 
 
 class WsConnectStep(Strict):
