@@ -45,6 +45,7 @@ from monitor.config.http import (
     MAX_REDIRECTS_CAP,
     Headers,
     HttpVersion,
+    JsonValue,
     RequestModel,
     Status,
     check_url,
@@ -130,15 +131,6 @@ def _url(schemes: tuple[str, ...]) -> Any:
     return AfterValidator(check)
 
 
-def _json_value(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        raise ValueError("must be plain JSON data (mappings, lists, strings, numbers)") from None
-    return value
-
-
-JsonValue = Annotated[Any, AfterValidator(_json_value)]
 StepName = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=63)]
 VarName = Annotated[str, Field(pattern=VAR_NAME)]
 
