@@ -78,8 +78,9 @@ SPECS: tuple[Spec, ...] = (
     # A gauge, not a histogram: 5 series per probe where buckets made 125,
     # and no rule reads phase quantiles (dashboards take them over time).
     Spec("monitor_http_phase_duration_seconds", "gauge",
-         "HTTP request phases of the last run: dns, connect, tls, ttfb, transfer "
-         "(0 for a phase the run did not reach).", (*P, "phase")),
+         "HTTP request phases of the last run: dns, connect, proxy (CONNECT through "
+         "proxy_url), tls, ttfb, transfer (0 for a phase the run did not reach).",
+         (*P, "phase")),
     Spec("monitor_http_failure_attribution_total", "counter",
          "Failed runs by who produced the failure, from the platform's request logs "
          "(`attribution:`).", (*P, "attribution")),

@@ -43,6 +43,8 @@ from monitor.config.expect import (
 from monitor.config.http import (
     MAX_REDIRECTS_CAP,
     Headers,
+    HttpVersion,
+    JsonValue,
     RequestModel,
     Status,
     check_url,
@@ -90,15 +92,6 @@ def _url(schemes: tuple[str, ...]) -> Any:
     return AfterValidator(check)
 
 
-def _json_value(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        raise ValueError("must be plain JSON data (mappings, lists, strings, numbers)") from None
-    return value
-
-
-JsonValue = Annotated[Any, AfterValidator(_json_value)]
 StepName = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=63)]
 VarName = Annotated[str, Field(pattern=VAR_NAME)]
 
@@ -164,6 +157,8 @@ class StepExpect(ResponseChecks):
     no variables."""
 
     status: tuple[Status, ...] = ()  # empty: any 2xx
+    # The protocol the response must have come in (ALPN: h2 or http/1.1).
+    http_version: HttpVersion | None = None
     headers: Annotated[dict[HeaderName, JourneyRegex], Field(max_length=MAX_CHECKS)] = Field(
         default_factory=dict)
     body_regex: JourneyRegexList = ()
@@ -187,6 +182,14 @@ class HttpStep(RequestModel):
     # A login should not redirect: by default a 3xx is a status like any other
     # (the one default that differs from http's 10; docs/probes/journey.md).
     max_redirects: Annotated[int, Field(ge=0, le=MAX_REDIRECTS_CAP)] = 0
+
+    @model_validator(mode="after")
+    def _version_offered(self) -> HttpStep:
+        wanted = self.expect.http_version
+        if wanted is not None and wanted not in self.http_versions:
+            raise ValueError(f"expect.http_version {wanted} is not in http_versions "
+                             f"({', '.join(self.http_versions)}): the step could never pass")
+        return self
 
 
 class WsConnectStep(Strict):

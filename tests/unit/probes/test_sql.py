@@ -9,17 +9,21 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
+import aiomysql
 import pytest
 from aiohttp import web
 
 from monitor.config.loader import ConfigError
 from monitor.config.sql import SqlProbeConfig
 from monitor.probes import KINDS, build_probe
-from monitor.probes.base import Result
-from monitor.probes.sql import CONNECT, SqlProbe
+from monitor.probes.base import ProbeFailure, Result
+from monitor.probes.sql import CONNECT, CONNECT_RATIO, SqlProbe, mysql
+from monitor.probes.sql.dial import first_that_accepts
+from monitor.probes.sql.session import Marks
 from monitor.redact import Redactor
 from monitor.runner import run_once
 from tests.support import configs
@@ -320,3 +324,91 @@ async def test_server_speaking_http_first_is_protocol(driver: str) -> None:
     async with serve_raw(http_first) as served:
         result = await run(fast(driver, served.port))
     assert (result.ok, result.reason) == (False, "protocol"), result.detail
+
+
+# -- the transport layer: resolver, executor, addresses -----------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_dns_lookup_that_never_got_a_thread_is_error(driver: str) -> None:
+    """Every thread of the default executor busy (issue 13): the lookup of the host
+    never starts, which is ours, not the target's: `error` ("never started"), never
+    dns or connect_timeout, and not observed in the connect histograms."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # refused once the name resolves
+        loop = asyncio.get_running_loop()
+        release = threading.Event()
+        blockers = [loop.run_in_executor(None, release.wait, 10) for _ in range(40)]
+        try:
+            result = await run(fast(driver, port, host="localhost"))
+        finally:
+            release.set()
+            await asyncio.gather(*blockers)
+        assert (result.ok, result.reason) == (False, "error"), result.detail
+        assert "ours, not the target's" in result.detail
+        assert "never started" in result.detail
+        assert not [s for s in result.samples
+                    if s.metric in (CONNECT, CONNECT_RATIO) and s.op == "observe"]
+        # With threads free again, the same lookup works and the port refuses.
+        again = await run(fast(driver, port, host="localhost"))
+    assert (again.ok, again.reason) == (False, "connect_refused"), again.detail
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_ip_family_ipv6_dials_the_ipv6_address(driver: str) -> None:
+    """host ::1 with ip_family ipv6 reaches a listener on ::1 (it closes at once: the
+    Auth Proxy's connection_reset); ip_family ipv4 refuses the literal as dns."""
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "::1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await run(fast(driver, port, host="::1", ip_family="ipv6"))
+        wrong = await run(fast(driver, port, host="::1", ip_family="ipv4"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (result.ok, result.reason) == (False, "connection_reset"), result.detail
+    assert (wrong.ok, wrong.reason) == (False, "dns"), wrong.detail
+    assert "ip_family is ipv4" in wrong.detail
+
+
+async def test_addresses_are_tried_in_order_until_one_accepts() -> None:
+    """The resolver's policy for sql: a refused first address gives way to the next
+    (nothing was sent: not a retry); what happens after the TCP connect is the outcome
+    (here EOF, raised by the driver); when every address fails, the first address's
+    reason wins and the detail names each."""
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.2", 0)
+    port = server.sockets[0].getsockname()[1]  # nothing on 127.0.0.1 at that port
+    loop = asyncio.get_running_loop()
+    tried: list[str] = []
+
+    async def attempt(marks: Marks, address: str) -> object:
+        tried.append(address)
+        return await mysql.connect(host=address, port=port, user="u", password="",
+                                   database=None, context=None, marks=marks)
+
+    try:
+        marks = Marks(loop.time())
+        with pytest.raises(aiomysql.OperationalError, match="Lost connection"):
+            await first_that_accepts(["127.0.0.1", "127.0.0.2"], port, marks,
+                                     lambda a: attempt(marks, a))
+        assert tried == ["127.0.0.1", "127.0.0.2"]
+        assert marks.tcp_done is not None
+    finally:
+        server.close()
+        await server.wait_closed()
+    tried.clear()
+    marks = Marks(loop.time())
+    with pytest.raises(ProbeFailure) as all_failed:
+        await first_that_accepts(["127.0.0.1", "127.0.0.2"], port, marks,
+                                 lambda a: attempt(marks, a))
+    assert tried == ["127.0.0.1", "127.0.0.2"]
+    assert all_failed.value.reason == "connect_refused"
+    assert f"127.0.0.1:{port}" in all_failed.value.detail
+    assert f"127.0.0.2:{port}" in all_failed.value.detail
