@@ -242,7 +242,7 @@ async def test_proxy_password_stays_out_of_logs_status_and_metrics(tmp_path: Pat
                 for cfg in config.probes:
                     probe = build_probe(cfg)
                     recorder.register(cfg, probe.registration_samples())
-                    result = await run_once(probe, cfg, redactor=redactor, debug=True)
+                    result = await run_once(probe, redactor=redactor, debug=True)
                     recorder.record(result)
                     results.append(result)
     good, bad = results
