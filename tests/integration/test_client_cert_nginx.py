@@ -24,7 +24,8 @@ from monitor.probes.base import Result
 from monitor.redact import Redactor
 from monitor.runner import run_once
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
+pytestmark = [pytest.mark.external,
+              pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")]
 PROBE_CONFIG: TypeAdapter[Any] = TypeAdapter(ProbeConfig)
 
 

@@ -27,6 +27,8 @@ from tests.support.h2_nginx import h2_nginx, logged, run, url
 from tests.support.nginx import serve_nginx
 from tests.support.tinyproxy import Tinyproxy, free_port, serve_tinyproxy
 
+pytestmark = pytest.mark.external  # tinyproxy, nginx
+
 USER, PASSWORD = "probe", "s3cret-proxy-pw"
 
 
