@@ -175,7 +175,7 @@ async def run_variants(cert_dir: Path, plain_port: int, tls_port: int, requests:
             probe = HttpProbe(config)
 
             async def one(probe: HttpProbe = probe, config: HttpProbeConfig = config) -> None:
-                result = await run_once(probe, config, redactor=redactor)
+                result = await run_once(probe, redactor=redactor)
                 assert result.ok, result.detail
 
             count = requests if scheme == "http" else max(requests // 4, 50)
