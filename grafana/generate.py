@@ -242,7 +242,7 @@ def overview() -> Any:
         unit="s")
     phases = ts(
         "HTTP phases p95",
-        "95th percentile per phase (dns, connect, tls, ttfb, transfer) of the last-run "
+        "95th percentile per phase (dns, connect, proxy, tls, ttfb, transfer) of the last-run "
         "phase gauges as scraped: with a probe interval at most the scrape interval, "
         "every run is seen.",
         query(f"max by (probe, phase) (quantile_over_time(0.95, "

@@ -1,6 +1,6 @@
 """Every metric of monitor, defined once with its help text and buckets.
 
-The names, types and labels are a contract (DESIGN.md, Metrics): alert
+The names, types and labels are a contract (docs/architecture.md, Metrics): alert
 rules and dashboards read them. Nothing here imports the rest of monitor.
 """
 
@@ -78,8 +78,9 @@ SPECS: tuple[Spec, ...] = (
     # A gauge, not a histogram: 5 series per probe where buckets made 125,
     # and no rule reads phase quantiles (dashboards take them over time).
     Spec("monitor_http_phase_duration_seconds", "gauge",
-         "HTTP request phases of the last run: dns, connect, tls, ttfb, transfer "
-         "(0 for a phase the run did not reach).", (*P, "phase")),
+         "HTTP request phases of the last run: dns, connect, proxy (CONNECT through "
+         "proxy_url), tls, ttfb, transfer (0 for a phase the run did not reach).",
+         (*P, "phase")),
     Spec("monitor_http_failure_attribution_total", "counter",
          "Failed runs by who produced the failure, from the platform's request logs "
          "(`attribution:`).", (*P, "attribution")),

@@ -21,6 +21,7 @@ from monitor.config.common import (
 )
 from monitor.config.expect import ResponseChecks
 from monitor.config.net import IpFamily
+from monitor.config.proxy import NoProxyList, ProxyURL
 from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, format_duration, shorten
 
@@ -73,6 +74,8 @@ class HttpExpect(ResponseChecks):
 
     status: tuple[Status, ...] = ()  # empty: any 2xx
     max_duration: Duration | None = None
+    # The protocol the response must have come in (ALPN: h2 or http/1.1).
+    http_version: HttpVersion | None = None
 
     def status_ok(self, code: int) -> bool:
         return status_expected(self.status, code)
@@ -98,6 +101,26 @@ def check_headers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
 
 Headers = Annotated[dict[str, SecretStr], AfterValidator(check_headers)]
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# ALPN protocol ids (RFC 7301): what an https request offers, in order.
+HttpVersion = Literal["h2", "http/1.1"]
+DEFAULT_HTTP_VERSIONS: tuple[HttpVersion, ...] = ("h2", "http/1.1")
+
+
+def _versions(value: tuple[HttpVersion, ...]) -> tuple[HttpVersion, ...]:
+    if not value:
+        raise ValueError("offer at least one of h2, http/1.1")
+    if len(set(value)) != len(value):
+        raise ValueError("each version once")
+    return value
+
+
+HttpVersions = Annotated[tuple[HttpVersion, ...], AfterValidator(_versions)]
+
+
+def version_matches(wanted: HttpVersion, http_version: str) -> bool:
+    """Whether a response of ``http_version`` ("2", "1.1", "1.0") was spoken in
+    ``wanted``: h2 is HTTP/2; http/1.1 is HTTP/1.x, as its ALPN id means."""
+    return http_version == "2" if wanted == "h2" else http_version.startswith("1.")
 
 
 def _json_value(value: Any) -> Any:
@@ -126,11 +149,18 @@ class RequestModel(Strict):
     auth: Auth = Auth()
     max_redirects: Annotated[int, Field(ge=0, le=MAX_REDIRECTS_CAP)] = 10
     max_body_bytes: Annotated[int, Field(ge=0, le=MAX_BODY_BYTES_CAP)] = 1024 * 1024
+    # The ALPN offer of https requests, in order; plain http is always HTTP/1.1.
+    http_versions: HttpVersions = DEFAULT_HTTP_VERSIONS
+    # An HTTP proxy (CONNECT for https, absolute-form for http); config/proxy.py.
+    proxy_url: ProxyURL | None = None
+    no_proxy: NoProxyList = ()
 
     @model_validator(mode="after")
     def _one_body(self) -> RequestModel:
         if self.json_body is not None and self.body is not None:
             raise ValueError("give either json or body, not both")
+        if self.no_proxy and self.proxy_url is None:
+            raise ValueError("no_proxy without proxy_url: there is no proxy to bypass")
         return self
 
 
@@ -162,6 +192,11 @@ class HttpProbeConfig(ProbeBase, HttpRequestFields):
                 f"max_duration ({format_duration(limit)}) exceeds timeout "
                 f"({format_duration(self.timeout)}): it could never fail",
             ))
+        if (self.expect.http_version is not None
+                and self.expect.http_version not in self.http_versions):
+            found.append(("expect.http_version", f"{self.expect.http_version} is not in "
+                          f"http_versions ({', '.join(self.http_versions)}): the run could "
+                          "never pass"))
         if self.method == "HEAD" and (self.expect.body_regex or self.expect.json_paths):
             found.append(("expect", "body_regex and json need a body, and a HEAD "
                                     "response has none: the run could never pass"))
@@ -185,5 +220,16 @@ def request_body(fields: RequestModel) -> tuple[bytes | None, list[tuple[str, st
     return None, headers
 
 
-__all__: list[Any] = ["Headers", "HttpExpect", "HttpProbeConfig", "HttpRequestFields", "HttpUrl",
-                      "RequestModel", "check_headers", "request_body"]
+__all__: list[Any] = [
+    "DEFAULT_HTTP_VERSIONS",
+    "Headers",
+    "HttpExpect",
+    "HttpProbeConfig",
+    "HttpRequestFields",
+    "HttpUrl",
+    "HttpVersion",
+    "RequestModel",
+    "check_headers",
+    "request_body",
+    "version_matches",
+]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from monitor.config.common import Origin, ProbeBase, url_label
 from monitor.config.http import HttpRequestFields, status_expected
+from monitor.config.proxy import bypassed
 
 # Caps: enough requests to see every backend of a pool a few times, far from
 # a load test (that is `kind: load`, with its own caps and schedule).
@@ -53,6 +55,12 @@ class LbProbeConfig(ProbeBase, HttpRequestFields):
         if self.concurrency > self.requests:
             found.append(("concurrency", (
                 f"concurrency ({self.concurrency}) is more than requests ({self.requests})")))
+        host = urlsplit(self.url).hostname or ""
+        if self.per_address and self.proxy_url is not None and not bypassed(self.no_proxy, host):
+            found.append(("per_address", "per_address connects to each address of the host "
+                                         "itself, but proxy_url sends the requests through a "
+                                         "proxy (which resolves the host): use one or the other, "
+                                         "or list the host in no_proxy"))
         addresses = self.max_addresses if self.per_address else 1
         if self.requests * addresses > MAX_REQUESTS_PER_RUN:
             found.append(("requests", (

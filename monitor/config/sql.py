@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from monitor.config.common import Layer, ProbeBase, Strict, check_ca_file
+from monitor.config.net import IpFamily
 from monitor.config.types import Duration, format_duration, parse_duration, read_file
 
 # A burst opens this many connections at once at most: enough to reproduce
@@ -128,6 +129,8 @@ class SqlProbeConfig(ProbeBase):
     driver: Literal["postgres", "mysql"]
     host: Annotated[str, Field(min_length=1, max_length=253)]
     port: Annotated[int, Field(ge=1, le=65535)]
+    # Which addresses of ``host`` are dialled (monitor.net: the resolver policy).
+    ip_family: IpFamily = "any"
     database: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     user: Annotated[str, Field(min_length=1, max_length=128)]
     password: SecretStr | None = Field(default=None, repr=False)

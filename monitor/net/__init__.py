@@ -1,12 +1,13 @@
 """The transport under every probe kind: resolve, connect, TLS, classify.
 
     resolve.py     one resolver and its policy for hosts with several
-                   addresses, with the ``ip_family`` preference
+                   addresses, with the ``ip_family`` preference (sql too:
+                   its drivers dial the addresses, monitor/probes/sql/dial.py)
     connect.py     one timed, classified TCP connect (and TLS on top):
                    :func:`open_stream`, used by http, lb, load, burst,
                    journey, tcp and tls
     tlsctx.py      one cache of TLS client contexts (CA file reloaded on
-                   change, client certificate, ALPN)
+                   change, client certificate, ALPN, the context's class)
     errors.py      one classifier: (exception, stage) -> reason
     http1.py       an HTTP/1.x response parser without I/O (bytes in,
                    events out)

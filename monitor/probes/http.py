@@ -18,14 +18,17 @@ Failure reasons for this kind:
                       or handshake failure
     connection_reset  reset, or closed before a complete response
     timeout           connected, but no complete response within the timeout
-    protocol          the peer does not speak HTTP/1.x (invalid status line,
-                      head over 64 KiB, broken chunking); a gzip or deflate
-                      body that does not decode
+    protocol          the peer does not speak HTTP/1.x or HTTP/2 (invalid status
+                      line, head over 64 KiB, broken chunking, invalid HTTP/2
+                      frames); a gzip or deflate body that does not decode; ALPN
+                      chose nothing when ``http_versions`` offers only h2
     capacity          429 where it was not expected (the platform is out of room)
     http_status       any other status not in ``expect.status`` (default 2xx);
                       or redirects exhausted
-    assertion         body over ``max_body_bytes`` (decoded: gzip and deflate
-                      bodies are inflated within the cap), a header, body or
+    assertion         another protocol than ``expect.http_version`` was
+                      negotiated (h2 or http/1.1, from ALPN); body over
+                      ``max_body_bytes`` (decoded: gzip and deflate bodies
+                      are inflated within the cap), a header, body or
                       JSON check of ``expect`` failed (:mod:`monitor.probes.expect`;
                       the detail names the check), slower than ``max_duration``
 
@@ -39,7 +42,9 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from monitor.config.common import classify_origin
-from monitor.config.http import HttpProbeConfig
+from monitor.config.http import HttpProbeConfig, version_matches
+from monitor.config.proxy import bypassed
+from monitor.net.proxy import PROXY_PHASE
 from monitor.probes.base import (
     Probe,
     ProbeFailure,
@@ -48,6 +53,7 @@ from monitor.probes.base import (
     RunContext,
     Sample,
     response_series,
+    zero,
 )
 from monitor.probes.expect import check_response
 from monitor.probes.httpclient import Response, fetch, request_of
@@ -59,7 +65,7 @@ RESPONSES = "monitor_http_responses_total"
 DETAIL_BODY_CHARS = 80
 
 
-class HttpProbe(Probe):
+class HttpProbe(Probe[HttpProbeConfig]):
     phase_metric: ClassVar[str | None] = "monitor_http_phase_duration_seconds"
     phases: ClassVar[tuple[str, ...]] = ("dns", "connect", "tls", "ttfb", "transfer")
     config: HttpProbeConfig
@@ -72,7 +78,10 @@ class HttpProbe(Probe):
         self._request = request_of(config)
 
     def initial_samples(self) -> list[Sample]:
-        return response_series(rule.name for rule in self.config.origins)
+        samples = response_series(rule.name for rule in self.config.origins)
+        if self.config.proxy_url is not None:  # only probes that can have the phase
+            samples.append(zero(self.phase_metric or "", phase=PROXY_PHASE))
+        return samples
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config
@@ -96,6 +105,8 @@ class HttpProbe(Probe):
             request, timeout=remaining, ctx=ctx, tls=config.tls,
             max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,
             on_response=count, ip_family=config.ip_family,
+            http_versions=config.http_versions, proxy=config.proxy_url,
+            no_proxy=config.no_proxy,
         )
         # The request's own duration: a token fetch (once an hour) is not
         # what max_duration judges.
@@ -113,6 +124,9 @@ class HttpProbe(Probe):
             "body_wire_bytes": response.wire_bytes,
             "content_encoding": response.header("content-encoding"),
         })
+        if config.proxy_url is not None:  # host:port only: never the credentials
+            direct = bypassed(config.no_proxy, parts.hostname or "")
+            ctx.facts["proxy"] = "direct (no_proxy)" if direct else config.proxy_url.address
         summary = (f"{response.status} {response.reason} from {origin_of_last} "
                    f"in {took * 1000:.1f}ms")
 
@@ -122,6 +136,10 @@ class HttpProbe(Probe):
             reason: Reason = "capacity" if response.status == 429 else "http_status"
             raise ProbeFailure(reason, f"status {response.status} (expected {wanted}), "
                                        f"origin {origin_of_last}{_quote(response)}")
+        if expect.http_version is not None and not version_matches(expect.http_version,
+                                                                    response.http_version):
+            raise ProbeFailure("assertion", f"HTTP/{response.http_version} was spoken, "
+                                            f"expected {expect.http_version} ({summary})")
         check_response(expect, response.headers, response.text)
         if expect.max_duration is not None and took > expect.max_duration:
             raise ProbeFailure("assertion", f"took {took:.3f}s, more than max_duration "

@@ -1,4 +1,4 @@
-"""The probes' HTTP/1.1 fetch: it owns the socket, the phases and the redirects.
+"""The probes' HTTP fetch: it owns the socket, the phases and the redirects.
 
 Why not aiohttp: a probe must time TCP connect and the TLS handshake apart
 (aiohttp's tracing has no TLS signal), must never resend a request
@@ -7,7 +7,11 @@ connection: a retry hides the flakiness we hunt), and must be cheap in CPU
 when many probes are due at once. So this client opens a fresh connection
 for every request (:mod:`monitor.net.connect`: the one resolver, connect
 and TLS of every kind) and parses the response with the I/O-free parser of
-:mod:`monitor.net.http1` (see there on why not h11).
+:mod:`monitor.net.http1` (see there on why not h11), or, when ALPN selected
+``h2`` from the ``http_versions`` offer, drives :mod:`monitor.net.http2` (the
+``h2`` state machine) on the same connection. With ``proxy`` a hop goes
+through :mod:`monitor.net.proxy` (CONNECT for https, absolute-form for http)
+unless ``no_proxy`` matches its host.
 
 One :func:`fetch` is one logical request: the first connection plus one
 fresh connection per followed redirect. It measures, summed over hops:
@@ -15,10 +19,13 @@ fresh connection per followed redirect. It measures, summed over hops:
     dns        getaddrinfo of the host (skipped for IP literals and
                ``connect_address``), filtered by ``ip_family``
     connect    TCP connect (the resolved addresses are tried in order:
-               the resolver policy of :mod:`monitor.net`)
+               the resolver policy of :mod:`monitor.net`); to the proxy
+               when one is used
+    proxy      CONNECT sent -> the proxy's answer (https through a proxy)
     tls        the TLS handshake, on https only
-    ttfb       request sent -> first byte of the response head
-    transfer   first byte -> the end of the body
+    ttfb       request sent -> first byte of the response head (HTTP/2:
+               the first response HEADERS frame)
+    transfer   first byte -> the end of the body (HTTP/2: END_STREAM)
 
 Failures raise :class:`~monitor.probes.base.ProbeFailure` with one reason:
 
@@ -30,10 +37,13 @@ Failures raise :class:`~monitor.probes.base.ProbeFailure` with one reason:
     tls               handshake failed: verification, wrong host, expired,
                       no shared protocol
     connection_reset  a reset, or EOF before a complete response (during
-                      the handshake, before the first byte, mid-body)
+                      the handshake, before the first byte, mid-body);
+                      HTTP/2 RST_STREAM or GOAWAY before the end
     timeout           connected, but no complete response within the timeout
     protocol          not HTTP: invalid status line, head over 64 KiB,
-                      broken chunking
+                      broken chunking, frames that are not HTTP/2; ALPN
+                      chose nothing while only h2 was offered
+    auth              the proxy answered 407, 401 or 403
     http_status       redirects exhausted (``max_redirects``)
     assertion         body larger than ``max_body_bytes``; a header value
                       with a line break (a journey's extracted variable)
@@ -51,13 +61,16 @@ import asyncio
 import functools
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from monitor import USER_AGENT
 from monitor.config.common import TLSOptions, mask_query
 from monitor.config.http import HttpRequestFields, request_body
+from monitor.config.proxy import NoProxy, ProxyURL, bypassed
+from monitor.net import http2
+from monitor.net import proxy as proxies
 from monitor.net.connect import (
     READ_SIZE,
     Progress,
@@ -83,7 +96,7 @@ from monitor.probes.base import ProbeFailure, RunContext
 from monitor.probes.compression import ACCEPT_ENCODING, decode_body
 from monitor.redact import MASK, SENSITIVE_HEADERS
 
-# Shown in --debug traces (DESIGN.md: at most 4 KiB of a body is kept).
+# Shown in --debug traces (docs/probes/http.md: at most 4 KiB of a body is kept).
 TRACE_BODY_BYTES = 4096
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Headers whose values are URLs: their query values are masked in traces.
@@ -285,14 +298,59 @@ async def _exchange(connection: Stream, request: Request, authority: str, target
         raise _lost(exc, "receive", run, _lost_detail(run, response, exc)) from None
     assert response is not None
     run.phase("transfer", time.monotonic() - first_byte)
-    if read_body:  # decoded after the transfer phase: that times the network alone
-        wire = parts[0] if len(parts) == 1 else b"".join(parts)
-        response.wire_bytes = len(wire)
-        response.body = decode_body(wire, response.header("content-encoding"), max_body_bytes)
-        if run.trace_on:
-            shown = response.body[:TRACE_BODY_BYTES].decode("utf-8", errors="replace")
-            run.trace(f"< body ({len(response.body)} bytes, {response.wire_bytes} on the "
-                      f"wire): {shown}")
+    if read_body:
+        _set_body(response, parts[0] if len(parts) == 1 else b"".join(parts), run,
+                  max_body_bytes)
+    return response
+
+
+def _set_body(response: Response, body: bytes, run: Progress, max_body_bytes: int) -> None:
+    # Decoded after the transfer phase: that times the network alone.
+    response.wire_bytes = len(body)
+    response.body = decode_body(body, response.header("content-encoding"), max_body_bytes)
+    if run.trace_on:
+        shown = response.body[:TRACE_BODY_BYTES].decode("utf-8", errors="replace")
+        run.trace(f"< body ({len(response.body)} bytes, {response.wire_bytes} on the "
+                  f"wire): {shown}")
+
+
+async def _exchange_h2(connection: Stream, request: Request, authority: str, target: str,
+                       run: Progress, *, redirects_on: bool, max_body_bytes: int,
+                       on_head: Callable[[Response], None]) -> Response:
+    """The same exchange over HTTP/2 (ALPN chose h2): :mod:`monitor.net.http2`."""
+    headers = _request_head(request, authority)
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\0" in value:  # a value filled in at run time
+            raise ProbeFailure("assertion", f"cannot send the request: header {name} has a "
+                                            "line break or NUL in its value")
+    fields = http2.request_headers(request.method, "https", authority, target, headers)
+    if run.trace_on:
+        run.trace(f"> {request.method} {mask_query(target, run.public_query)} HTTP/2")
+        for name, value in fields[2:]:  # :authority, then the headers as sent
+            run.trace(_trace_header(">", name, value, run.public_query))
+    found: list[Response] = []
+
+    def wants_body(head: Head) -> bool:
+        response = _response(head, request, connection, run)
+        found.append(response)
+        on_head(response)
+        return not (redirects_on and _location(response) is not None)
+
+    try:
+        _, body = await http2.exchange(connection, fields, request.body, run,
+                                       max_body_bytes=max_body_bytes, wants_body=wants_body)
+    except TooLarge:
+        raise ProbeFailure("assertion", f"body larger than max_body_bytes "
+                                        f"({max_body_bytes} bytes)") from None
+    except Closed as exc:
+        raise ProbeFailure("connection_reset",
+                           f"connection to {run.target} closed {exc}") from None
+    except (OSError, ssl.SSLError) as exc:  # resets, and ICMP errors on an open socket
+        raise _lost(exc, "receive", run,
+                    _lost_detail(run, found[0] if found else None, exc)) from None
+    response = found[-1]
+    if body is not None:
+        _set_body(response, body, run, max_body_bytes)
     return response
 
 
@@ -339,6 +397,9 @@ async def fetch(
     on_response: ResponseHook | None = None,
     ip_family: IpFamily = "any",
     progress: Progress | None = None,
+    http_versions: Sequence[str] = HTTP_ALPN,
+    proxy: ProxyURL | None = None,
+    no_proxy: Sequence[NoProxy] = (),
 ) -> Response:
     """Send ``request`` on a fresh connection and return the final response.
 
@@ -353,12 +414,21 @@ async def fetch(
     credential headers masked. ``ip_family`` filters what the host resolves
     to; ``progress`` is the caller's, to read the stage a deadline of its own
     hit and to sum phases over several fetches (a journey's steps).
+    ``http_versions`` is the ALPN offer of https hops, in order (the config's
+    default is h2 first; this function's, HTTP/1.1 only, is burst's); the
+    exchange speaks what the server selected. ``proxy`` sends every hop whose
+    host no ``no_proxy`` entry matches through that proxy
+    (:mod:`monitor.net.proxy`).
 
     Raises ProbeFailure (see the module docstring); never retries.
     """
     run = progress if progress is not None else Progress(ctx, request.public_query)
     first_host = _split(request.url).hostname
     history: list[Response] = []
+    offer = tuple(http_versions)
+    # The proxy of the hop under way while it is still the proxy's part
+    # (before the tunnel is up): a deadline there is the proxy's.
+    at_proxy: tuple[ProxyURL, str, int] | None = None
 
     def seen(response: Response) -> None:
         if on_response is not None:
@@ -377,21 +447,44 @@ async def fetch(
                                        f"{_short(current.url)}: {exc}") from None
                 same_host = host == first_host
                 use_tls = scheme == "https"
-                connection = await open_stream(
-                    host, port, run, tls=tls, use_tls=use_tls,
-                    connect_address=connect_address if same_host else None,
-                    server_name=tls.server_name if tls is not None and same_host else None,
-                    alpn=HTTP_ALPN, family=ip_family,
-                )
+                server_name = tls.server_name if tls is not None and same_host else None
+                hop_proxy = proxy if proxy is not None and not bypassed(no_proxy, host) \
+                    else None
+                if hop_proxy is not None:
+                    if connect_address is not None and same_host:
+                        raise ValueError("connect_address and a proxy exclude each other")
+                    at_proxy = (hop_proxy, host, port)
+                    connection = await proxies.open_via_proxy(
+                        hop_proxy, host, port, run, tls=tls, use_tls=use_tls,
+                        server_name=server_name, alpn=offer, family=ip_family)
+                    at_proxy = None
+                else:
+                    connection = await open_stream(
+                        host, port, run, tls=tls, use_tls=use_tls,
+                        connect_address=connect_address if same_host else None,
+                        server_name=server_name, alpn=offer, family=ip_family,
+                    )
                 follow = len(history) < max_redirects
                 try:
-                    response = await _exchange(
-                        connection, current, authority, target, run,
+                    exchange: Exchange = _exchange
+                    outgoing = current  # the proxy's credentials never go on to a next hop
+                    if use_tls:
+                        exchange = _negotiated(connection, offer, run)
+                    elif hop_proxy is not None:  # absolute-form, with the proxy's credentials
+                        target = f"http://{authority}{target}"
+                        if hop_proxy.authorization:
+                            outgoing = _with_header(current, "Proxy-Authorization",
+                                                    hop_proxy.authorization)
+                    response = await exchange(
+                        connection, outgoing, authority, target, run,
                         redirects_on=max_redirects > 0,
                         max_body_bytes=max_body_bytes, on_head=seen,
                     )
                 finally:
                     connection.close()
+                if hop_proxy is not None and not use_tls and response.status == 407:
+                    raise proxies.refused(hop_proxy, 407, response.reason,
+                                          f"{current.method} {_short(current.url)}")
                 location = _location(response)
                 if location is not None:
                     location = urljoin(current.url, location)
@@ -409,7 +502,38 @@ async def fetch(
                 current = _redirected(current, response.status, location)
                 run.trace(f"* redirect {response.status} -> {_short(current.url)}")
     except TimeoutError:
+        if at_proxy is not None and run.stage in ("dns", "connect", proxies.PROXY_PHASE):
+            via, host, port = at_proxy
+            if run.stage == proxies.PROXY_PHASE:
+                raise proxies.timed_out(via, host, port, timeout) from None
+            failure = run.timed_out(timeout)
+            raise ProbeFailure(failure.reason, f"proxy {via.address}: {failure.detail}") \
+                from None
+        # The TLS handshake through a tunnel names "host:port via proxy ...".
         raise run.timed_out(timeout) from None
+
+
+Exchange = Callable[..., Awaitable[Response]]
+
+
+def _negotiated(connection: Stream, offer: tuple[str, ...], run: Progress) -> Exchange:
+    """The exchange for what ALPN selected: HTTP/2 for h2, else HTTP/1.1
+    (no ALPN answer means HTTP/1.1, unless only h2 was offered)."""
+    ssl_object = connection.ssl_object
+    selected = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+    run.trace(f"* alpn {selected or 'none'} (offered {', '.join(offer)})")
+    if selected == http2.ALPN_H2:
+        return _exchange_h2
+    if "http/1.1" not in offer:
+        raise ProbeFailure("protocol", f"{run.target} selected {selected or 'no protocol'} in "
+                                       f"ALPN, but http_versions offers only h2")
+    return _exchange
+
+
+def _with_header(request: Request, name: str, value: str) -> Request:
+    headers = [(n, v) for n, v in request.headers if n.lower() != name.lower()]
+    return Request(url=request.url, method=request.method, headers=[*headers, (name, value)],
+                   body=request.body, public_query=request.public_query)
 
 
 def _final(response: Response, history: list[Response], run: Progress) -> Response:

@@ -26,9 +26,11 @@ Failure reasons, always with the failing step named in the detail:
     http_status       an http step got a status it does not expect, a
                       WebSocket upgrade was answered with a status other than
                       101, 401, 403 or 429, or redirects ran out
-    auth              a WebSocket upgrade was answered 401 or 403
+    auth              a WebSocket upgrade was answered 401 or 403; an http
+                      step's proxy (``proxy_url``) answered 407, 401 or 403
     capacity          an http step or an upgrade was answered 429
-    assertion         a body does not match ``body_regex``, an ``extract``
+    assertion         a check of ``expect`` failed (``http_version``: another
+                      protocol was negotiated), an ``extract``
                       found nothing, a body or message exceeds its cap, more
                       non-matching messages than ``max_skipped`` arrived
     protocol          the server closed the WebSocket (its close code is in
@@ -54,6 +56,7 @@ import aiohttp
 
 from monitor import USER_AGENT, jsonpath
 from monitor.config.common import Auth, TLSOptions, classify_origin, mask_query
+from monitor.config.http import version_matches
 from monitor.config.journey import (
     Extractor,
     HttpStep,
@@ -63,13 +66,12 @@ from monitor.config.journey import (
     WsConnectStep,
     WsExpectStep,
     WsSendStep,
-    render,
-    render_json,
 )
 from monitor.config.types import format_duration
 from monitor.net.connect import Progress
 from monitor.net.errors import classify as classify_net
 from monitor.net.exhaustion import own_exhaustion
+from monitor.net.proxy import PROXY_PHASE
 from monitor.net.resolve import FAMILIES
 from monitor.net.tlsctx import client_context
 from monitor.probes.base import (
@@ -85,6 +87,7 @@ from monitor.probes.expect import check_response
 from monitor.probes.httpclient import Request, Response, fetch
 from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
+from monitor.templates import render, render_json
 from monitor.tracecontext import start_trace
 
 # Closing the WebSocket and the session after the journey; the runner grants
@@ -108,7 +111,7 @@ class StepOutcome:
     duration: float
 
 
-class JourneyProbe(Probe):
+class JourneyProbe(Probe[JourneyProbeConfig]):
     """Runs the steps of a ``kind: journey`` config; one `_Walk` per run."""
 
     phase_metric: ClassVar[str | None] = None
@@ -123,8 +126,10 @@ class JourneyProbe(Probe):
     def initial_samples(self) -> list[Sample]:
         steps = [zero("monitor_journey_step_duration_seconds", step=step.name)
                  for step in self.config.steps]
-        phases = [zero(PHASE_METRIC, phase=phase) for phase in HTTP_PHASES
-                  if any(step.http is not None for step in self.config.steps)]
+        http = [step.http for step in self.config.steps if step.http is not None]
+        phases = [zero(PHASE_METRIC, phase=phase) for phase in HTTP_PHASES if http]
+        if any(action.proxy_url is not None for action in http):
+            phases.append(zero(PHASE_METRIC, phase=PROXY_PHASE))
         return [*response_series(o.name for o in self.config.origins), *steps, *phases]
 
     def ssl_context(self, options: TLSOptions) -> ssl.SSLContext:
@@ -258,26 +263,31 @@ class _Walk:
                 request, timeout=self.config.timeout + 1.0, tls=action.tls,
                 max_redirects=action.max_redirects, max_body_bytes=action.max_body_bytes,
                 on_response=self._count, ip_family=self.config.ip_family,
-                progress=self.progress,
+                progress=self.progress, http_versions=action.http_versions,
+                proxy=action.proxy_url, no_proxy=action.no_proxy,
             )
         except ValueError:  # what the variables made of the URL cannot be requested
             raise ProbeFailure("assertion", "the URL is invalid once its variables are "
                                             "filled in") from None
         body = response.body
-        self._trace(step, f"< HTTP {response.status} {response.reason}".rstrip())
+        self._trace(step, f"< HTTP/{response.http_version} {response.status} "
+                          f"{response.reason}".rstrip())
         self._trace(step, f"< body {len(body)} bytes")
         status = response.status
         if not action.expect.status_ok(status):
             want = ", ".join(map(str, action.expect.status)) or "2xx"
             reason: Reason = "capacity" if status == 429 else "http_status"
             raise ProbeFailure(reason, f"expected status {want}, got {status}")
+        wanted = action.expect.http_version
+        if wanted is not None and not version_matches(wanted, response.http_version):
+            raise ProbeFailure("assertion", f"HTTP/{response.http_version} was spoken, "
+                                            f"expected {wanted}")
         found = _CHARSET.search(response.header("content-type") or "")
         try:
             text = body.decode(found[1] if found else "utf-8", "replace")
         except LookupError:  # an unknown charset name
             text = body.decode("utf-8", "replace")
-        fields = response.headers  # lower-case names, order kept (the house client)
-        check_response(action.expect, fields, lambda: text, quote=False)
+        check_response(action.expect, response.headers, lambda: text, quote=False)
         for name, extractor in action.extract.items():
             value = _extract(name, extractor, text)
             self.values[name] = value

@@ -119,7 +119,7 @@ class Outcome:
         return str(self.status) if self.status is not None else str(self.reason)
 
 
-class LbProbe(Probe):
+class LbProbe(Probe[LbProbeConfig]):
     config: LbProbeConfig
     phase_metric = None  # one run is many requests: phases would be sums
 
@@ -206,6 +206,8 @@ class LbProbe(Probe):
                 request, timeout=timeout, tls=config.tls, connect_address=address,
                 max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,
                 on_response=count, ip_family=config.ip_family,
+                http_versions=config.http_versions, proxy=config.proxy_url,
+                no_proxy=config.no_proxy,
             )
         except ProbeFailure as failure:
             ctx.trace(f"address {index}: {failure.reason}: {failure.detail}")
@@ -214,8 +216,9 @@ class LbProbe(Probe):
         if config.backend_header is not None:
             backend = self.backends.label(response.header(config.backend_header))
             ctx.inc(BACKEND_RESPONSES, backend=backend, code=str(response.status))
-        ctx.trace(f"address {index}: {response.status} from {backend or '-'} via "
-                  f"{response.address} in {(time.monotonic() - started) * 1000:.1f}ms")
+        took = (time.monotonic() - started) * 1000
+        ctx.trace(f"address {index}: HTTP/{response.http_version} {response.status} from "
+                  f"{backend or '-'} via {response.address} in {took:.1f}ms")
         return Outcome(index, config.status_ok(response.status), status=response.status,
                        backend=backend)
 

@@ -68,7 +68,7 @@ def quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-class LoadProbe(Probe):
+class LoadProbe(Probe[LoadProbeConfig]):
     config: LoadProbeConfig
     phase_metric = None
 
@@ -98,7 +98,8 @@ class LoadProbe(Probe):
                 response = await fetch(
                     request, timeout=config.request_timeout, tls=config.tls,
                     max_redirects=config.max_redirects, max_body_bytes=config.max_body_bytes,
-                    ip_family=config.ip_family)
+                    ip_family=config.ip_family, http_versions=config.http_versions,
+                    proxy=config.proxy_url, no_proxy=config.no_proxy)
             except ProbeFailure as failure:
                 codes[failure.reason] += 1
                 failures[failure.reason] += 1

@@ -1,23 +1,32 @@
 """A driver's exception -> (reason, detail), for both drivers.
 
-The reasons are the ones listed in probe.py's docstring. An exception this
-module does not know is re-raised: the runner logs it as ``error`` (a bug
-of ours), rather than guessing. Public names (``classify``,
-``foreign_answer``) are kept stable: other kinds' reason tests call them.
+The reasons are the ones listed in probe.py's docstring. What the drivers
+say (SQLSTATEs, MySQL error numbers, their own exceptions) is judged here;
+what the network did (an OSError, a TLS error, EOF) goes to the classifier
+of every kind, :func:`monitor.net.errors.reason_of`, with sql's stage as
+its stage, so that one condition gives one reason whatever the kind. The
+one difference is sql's own, documented: until the session is ready the
+probe is connecting, so a timeout there is ``connect_timeout``, and a TLS
+error before then is ``tls`` (a TLS 1.3 server's refusal of a client
+certificate arrives after the handshake). The resolve and the TCP connect
+are classified by monitor.net directly (dial.py).
+
+An exception this module does not know is re-raised: the runner logs it
+as ``error`` (a bug of ours), rather than guessing. Public names
+(``classify``, ``foreign_answer``) are kept stable: other kinds' reason
+tests call them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import socket
 import ssl
 
 import aiomysql
 import asyncpg
 
+from monitor.net.errors import Stage, reason_of
+from monitor.net.exhaustion import own_exhaustion
 from monitor.probes.base import Reason
-from monitor.probes.exhaustion import own_exhaustion
 from monitor.probes.sql.mysql import my_text
 from monitor.probes.sql.postgres import pg_text
 from monitor.probes.sql.session import (
@@ -60,10 +69,17 @@ def classify(exc: BaseException, stage: str, marks: Marks) -> tuple[Reason, str]
     if foreign:
         return "protocol", foreign
     chain = _chain(exc)
-    for item in chain:
-        reason = _reason_of(item, in_connect)
-        if reason is not None:
-            return reason, _describe(item, reason, stage, marks)
+    for index, item in enumerate(chain):
+        reason = _reason_of(item, stage, in_connect)
+        if reason is None:
+            continue
+        if reason == "connection_reset" and not isinstance(item, OSError):
+            # A driver's "connection lost" (asyncpg 08003, MySQL 2013): the network's
+            # own error, when the driver kept it, is judged as in every kind.
+            cause = next((c for c in chain[index + 1:] if isinstance(c, OSError)), None)
+            if cause is not None:
+                reason = _reason_of(cause, stage, in_connect) or reason
+        return reason, _describe(item, reason, stage, marks)
     raise exc
 
 
@@ -75,7 +91,7 @@ def foreign_answer(marks: Marks) -> str:
     return ""
 
 
-def _reason_of(exc: BaseException, in_connect: bool) -> Reason | None:
+def _reason_of(exc: BaseException, stage: str, in_connect: bool) -> Reason | None:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
         if state in _PG_STATES:
@@ -89,7 +105,7 @@ def _reason_of(exc: BaseException, in_connect: bool) -> Reason | None:
         return "connect_refused" if in_connect else "assertion"
     if isinstance(exc, NotTheProtocol):
         return "protocol"
-    if isinstance(exc, TlsNotOffered | ssl.SSLError | ssl.CertificateError):
+    if isinstance(exc, TlsNotOffered):
         return "tls"
     if isinstance(exc, aiomysql.InternalError) and "sequence number" in str(exc):
         return "protocol"
@@ -105,21 +121,25 @@ def _reason_of(exc: BaseException, in_connect: bool) -> Reason | None:
         return "connection_reset"
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
         return "protocol" if in_connect else "connection_reset"
-    if isinstance(exc, socket.gaierror):
-        return "dns"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connect_refused"
-    if isinstance(exc, ConnectionError) and "SSL" in str(exc):
+    if isinstance(exc, ConnectionError) and not isinstance(exc, ssl.SSLError) \
+            and "SSL" in str(exc):
         return "tls"  # asyncpg: "rejected SSL upgrade", an error during the SSL exchange
-    if isinstance(exc, ConnectionError | asyncio.IncompleteReadError | EOFError):
+    if isinstance(exc, EOFError):  # asyncio.IncompleteReadError included
         return "connection_reset"
-    if isinstance(exc, TimeoutError):
-        return "connect_timeout" if in_connect else "timeout"
-    if isinstance(exc, OSError):
-        if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-            return "connect_refused"
-        return "connect_refused" if in_connect else "connection_reset"
+    if isinstance(exc, OSError):  # the network: the classifier of every kind
+        reason = reason_of(exc, _net_stage(stage, in_connect, exc))
+        return "connect_timeout" if reason == "timeout" and in_connect else reason
     return None
+
+
+def _net_stage(stage: str, in_connect: bool, exc: BaseException) -> Stage:
+    """sql's stage as monitor.net's: tcp is the connect; a TLS error before the
+    session is ready is the handshake's; the rest is waiting for an answer."""
+    if stage in ("dns", "tcp"):
+        return "dns" if stage == "dns" else "connect"
+    if stage == "tls" or (in_connect and isinstance(exc, ssl.SSLError)):
+        return "tls"
+    return "receive"
 
 
 def _describe(exc: BaseException, reason: Reason, stage: str, marks: Marks) -> str:

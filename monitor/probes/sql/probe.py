@@ -6,7 +6,9 @@ One run does what a starting service does: it opens a new connection
 The connect is timed in phases, because each points at another layer:
 
     connect   TCP connect, DNS included (slow: the egress path, e.g. the
-              Serverless VPC Access connector, or the Auth Proxy's listener)
+              Serverless VPC Access connector, or the Auth Proxy's listener).
+              The host is resolved through monitor.net (``ip_family``), its
+              addresses dialled in order until one accepts (dial.py)
     tls       PostgreSQL: SSLRequest and handshake; MySQL: the handshake
               after the server greeting (absent when tls.mode is disable)
     startup   the rest until the session is ready: MySQL's greeting, the
@@ -49,7 +51,8 @@ the count is unknown: the probe must never be what exhausts the server.
 
 Failure reasons for this kind:
 
-    dns               the host does not resolve
+    dns               the host does not resolve, or its lookup did not finish
+                      within the timeout (monitor.net's reasons)
     connect_refused   the port refused (or the host was unreachable), or the
                       server refused sessions for now (PostgreSQL 57P03)
     connect_timeout   the connect did not complete within the timeout (no TCP
@@ -77,7 +80,9 @@ Failure reasons for this kind:
                       stops a statement the probe gave up on
     assertion         the query failed with an SQL error (permission
                       errors included: the login itself worked)
-    error             a bug of ours (logged with its traceback)
+    error             ours: out of descriptors, buffers or memory, or a DNS
+                      lookup that never got an executor thread (said so, not
+                      observed); or a bug of ours (logged with its traceback)
 
 Secrets: the password goes only to the driver; no DSN is ever built. Details,
 traces and logs name host, port, database and user, never the password.
@@ -95,10 +100,12 @@ import structlog
 
 from monitor.config.sql import SqlProbeConfig
 from monitor.config.types import format_duration
+from monitor.net.exhaustion import executor_full
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
 from monitor.probes.sql import mysql, postgres
 from monitor.probes.sql.classification import classify, foreign_answer
 from monitor.probes.sql.credentials import PasswordSource
+from monitor.probes.sql.dial import addresses_of, first_that_accepts
 from monitor.probes.sql.session import CURRENT, STAGE_TEXT, Headroom, Marks, Session
 from monitor.probes.sql.tls import ContextCache
 
@@ -114,7 +121,7 @@ USED = "monitor_sql_connections_used"
 MAX = "monitor_sql_connections_max"
 
 # Above this share of connections in use a burst could be what tips the
-# server over (DESIGN: the probe must never exhaust it).
+# server over (docs/architecture.md: the probe must never exhaust it).
 BURST_SKIP_RATIO = 0.7
 # The server's own statement limit lies this much past the probe's deadline:
 # the probe gives up first (and says `timeout`), the server stops the
@@ -145,7 +152,7 @@ class BurstConnect:
     detail: str = ""
 
 
-class SqlProbe(Probe):
+class SqlProbe(Probe[SqlProbeConfig]):
     config: SqlProbeConfig
     phase_metric: ClassVar[str | None] = PHASES
     # tls joins them when tls.mode is not disable (initial_samples).
@@ -233,12 +240,16 @@ class SqlProbe(Probe):
                 session = await self._connect(marks, deadline, login)
         except TimeoutError:
             if marks.done is None:  # our deadline, not a socket's ETIMEDOUT
+                if marks.stage == "dns":  # the lookup (monitor.net's reasons), not observed
+                    raise _lookup_timed_out(marks, self.config) from None
                 foreign = foreign_answer(marks)
                 if foreign:  # it spoke, just not our protocol, and then waited for more
                     raise ProbeFailure("protocol", f"connect failed: {foreign}") from None
                 self._observe_connect(ctx, loop.time() - marks.start)
                 raise ProbeFailure("connect_timeout", _stage_detail(marks, self.config)) from None
             raise
+        except ProbeFailure as failure:  # resolve or TCP, classified by monitor.net
+            raise ProbeFailure(failure.reason, f"connect failed: {failure.detail}") from None
         except Exception as exc:
             reason, detail = classify(exc, marks.stage, marks)
             raise ProbeFailure(reason, f"connect failed: {detail}") from None
@@ -253,28 +264,38 @@ class SqlProbe(Probe):
         config = self.config
         password, context = login.password, login.context
         loop = asyncio.get_running_loop()
-        token = CURRENT.set(marks)  # for the TLS hook (tls.py)
-        try:
+        # Inside the connect phase, as when the drivers resolved the name.
+        addresses = await addresses_of(config.host, config.port, config.ip_family, marks)
+        marks.server_name = config.tls.server_name or config.host  # what TLS verifies
+
+        async def attempt(address: str) -> Session:
             if config.driver == "postgres":
                 return await postgres.connect(
-                    host=config.host, port=config.port, user=config.user, password=password,
+                    host=address, port=config.port, user=config.user, password=password,
                     database=config.database or config.user, context=context, marks=marks,
                     driver_timeout=deadline - loop.time() + DRIVER_TIMEOUT_MARGIN,
                     statement_limit_ms=max(
                         1, int((deadline - loop.time() + SERVER_LIMIT_MARGIN) * 1000)),
                 )
             return await mysql.connect(
-                host=config.host, port=config.port, user=config.user, password=password,
+                host=address, port=config.port, user=config.user, password=password,
                 database=config.database, context=context, marks=marks,
             )
+
+        token = CURRENT.set(marks)  # for the TLS hook (tls.py)
+        try:
+            return await first_that_accepts(addresses, config.port, marks, attempt)
         finally:
             CURRENT.reset(token)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         try:
             return self._tls.get()
-        except (OSError, ssl.SSLError) as exc:
-            raise ProbeFailure("tls", f"cannot load the TLS files of tls: {exc}") from None
+        except ProbeFailure as failure:
+            if failure.reason != "tls":  # ours (out of descriptors), said so
+                raise
+            raise ProbeFailure("tls", f"cannot load the TLS files of tls: "
+                                      f"{failure.detail}") from None
 
     def _observe_connect(self, ctx: RunContext, seconds: float) -> None:
         ctx.observe(CONNECT, seconds)
@@ -357,9 +378,16 @@ class SqlProbe(Probe):
                 session = await self._connect(marks, deadline, login)
         except TimeoutError:
             if marks.done is None:
+                if marks.stage == "dns":
+                    failure = _lookup_timed_out(marks, self.config)
+                    return BurstConnect("failed", loop.time() - marks.start,
+                                        reason=failure.reason, detail=failure.detail)
                 return BurstConnect("timeout", loop.time() - marks.start,
                                     reason="connect_timeout", detail=_stage_detail(marks, None))
             raise
+        except ProbeFailure as failure:
+            return BurstConnect("failed", loop.time() - marks.start, reason=failure.reason,
+                                detail=failure.detail)
         except Exception as exc:
             reason, detail = classify(exc, marks.stage, marks)
             return BurstConnect("failed", loop.time() - marks.start, reason=reason, detail=detail)
@@ -383,6 +411,15 @@ async def _abort(session: Session) -> None:
     """Close the socket now; the transport lets it go on the next loop turn."""
     session.abort()
     await asyncio.sleep(0)
+
+
+def _lookup_timed_out(marks: Marks, config: SqlProbeConfig) -> ProbeFailure:
+    """The deadline hit the DNS lookup: ``error`` (ours) when it never got a
+    thread of the executor, else ``dns``, as for every kind."""
+    if marks.lookup is not None and not marks.lookup.started:
+        return executor_full(config.host, config.timeout)
+    return ProbeFailure("dns", f"resolving {config.host} did not finish within the timeout "
+                               f"({format_duration(config.timeout)})")
 
 
 def _stage_detail(marks: Marks, config: SqlProbeConfig | None) -> str:

@@ -13,8 +13,11 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from monitor.net.exhaustion import Lookup
+
 # Stages a connect waits for, in order; ``Marks.stage`` holds the current one.
 STAGE_TEXT = {
+    "dns": "the host's DNS lookup did not finish",
     "tcp": "the TCP connect did not complete",
     "greeting": "the server sent no greeting",
     "tls": "the TLS handshake did not complete",
@@ -37,9 +40,13 @@ class Marks:
     tls_start: float | None = None
     tls_done: float | None = None
     done: float | None = None
-    stage: str = "tcp"  # tcp | greeting | tls | startup | ready
+    stage: str = "tcp"  # dns | tcp | greeting | tls | startup | ready
     first_bytes: bytes | None = None  # what the server said first (PostgreSQL)
     events: list[str] = field(default_factory=list)
+    # The name TLS sends (SNI) and verifies, whatever address the driver dials.
+    server_name: str | None = None
+    # The host's DNS lookup: whether it ever got a thread (monitor.net.exhaustion).
+    lookup: Lookup | None = None
 
     def mark(self, event: str) -> float:
         """Record ``event`` now; return the loop time."""

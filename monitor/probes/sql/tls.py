@@ -1,5 +1,12 @@
 """TLS contexts of the sql probe, and the TLS phase timed for both drivers.
 
+The contexts come from the one cache of every kind
+(:mod:`monitor.net.tlsctx`: rebuilt when ``ca_file``, ``cert_file`` or
+``key_file`` change, one ``stat`` each per run, so a rotated client
+certificate is used from the next run on without a reload), as instances
+of :class:`TimedContext`, a class the cache keys on: nothing is changed on
+a shared context.
+
 The TLS handshake is timed through the standard library, not the drivers:
 ``SSLContext.sslobject_class`` (documented for exactly this) makes every
 TLS session the drivers start on our context a :class:`_TimedSSLObject`,
@@ -8,18 +15,19 @@ first call is the handshake's start, the successful one its end. That
 replaced overriding asyncpg's ``loop.start_tls`` and counting aiomysql's
 ``write_packet`` calls, and works the same for both drivers.
 
-Contexts are cached per probe and rebuilt when ``ca_file``, ``cert_file``
-or ``key_file`` change (size or mtime, one ``stat`` each per run), so a
-rotated client certificate is used from the next run on without a reload.
+The name sent as SNI and verified is the connect's own
+(``Marks.server_name``: ``tls.server_name``, else the configured host),
+not the one the driver passes: the probe gives the drivers the address it
+dialled (monitor.net's resolver policy), and a certificate names a host.
 """
 
 from __future__ import annotations
 
-import os
 import ssl
-from pathlib import Path
 
+from monitor.config.common import TLSOptions
 from monitor.config.sql import SqlTLS
+from monitor.net.tlsctx import client_context
 from monitor.probes.sql.session import CURRENT, Marks
 
 
@@ -39,73 +47,55 @@ class _TimedSSLObject(ssl.SSLObject):
             marks.stage = "startup"
 
 
-class _ProbeContext(ssl.SSLContext):
-    """Checks (and sends as SNI) ``server_name`` instead of the host, and
-    hands each new TLS session the marks of the connect under way.
+class TimedContext(ssl.SSLContext):
+    """Sends as SNI and checks the connect's ``server_name`` instead of what
+    the driver passes, and hands each new TLS session the connect's marks.
 
-    Both drivers pass the configured host as the TLS server name; a server
-    reached by IP (Cloud SQL's private IP) has a certificate for a name.
+    Outside a probe's connect (no marks), the driver's name is used.
     """
 
-    server_name: str | None = None
+    sslobject_class = _TimedSSLObject
 
     def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
                  server_side: bool = False, server_hostname: str | bytes | None = None,
                  session: ssl.SSLSession | None = None) -> ssl.SSLObject:
-        obj = super().wrap_bio(incoming, outgoing, server_side,
-                               self.server_name or server_hostname, session)
+        marks = CURRENT.get()
+        name = marks.server_name if marks is not None and marks.server_name else server_hostname
+        obj = super().wrap_bio(incoming, outgoing, server_side, name, session)
         if isinstance(obj, _TimedSSLObject):
-            obj.marks = CURRENT.get()
+            obj.marks = marks
         return obj
 
 
+def transport_options(tls: SqlTLS) -> TLSOptions:
+    """``tls`` as the transport layer's options (the key of its context cache).
+
+    ``require`` (libpq's sslmode=require: encrypted, the certificate not
+    checked) is ``insecure_skip_verify``. Built without validation: the
+    files were checked at load, and a key inside ``cert_file`` is allowed here.
+    """
+    return TLSOptions.model_construct(
+        ca_file=tls.ca_file, server_name=tls.server_name,
+        insecure_skip_verify=tls.mode == "require",
+        cert_file=tls.cert_file, key_file=tls.key_file)
+
+
 def make_ssl_context(tls: SqlTLS) -> ssl.SSLContext:
-    """The client context of ``tls`` (raises OSError / ssl.SSLError on bad files)."""
-    context = _ProbeContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.sslobject_class = _TimedSSLObject
-    if tls.mode == "require":
-        # libpq's sslmode=require: encrypted, the certificate is not checked.
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context.server_name = tls.server_name
-        if tls.ca_file is not None:
-            context.load_verify_locations(cafile=str(tls.ca_file))
-        else:
-            context.load_default_certs()
-    if tls.cert_file is not None:
-        context.load_cert_chain(str(tls.cert_file),
-                                str(tls.key_file) if tls.key_file is not None else None)
-    return context
-
-
-def _stamp(path: Path | None) -> tuple[int, int] | None:
-    if path is None:
-        return None
-    try:
-        info = os.stat(path)
-    except OSError:
-        return (-1, -1)  # gone: the rebuild reports it
-    return info.st_mtime_ns, info.st_size
+    """The client context of ``tls``, from the shared cache (no ALPN: the
+    database protocols negotiate none). Raises ProbeFailure (``tls``, or
+    ``error`` when that is ours) when a file cannot be loaded."""
+    return client_context(transport_options(tls), (), context_class=TimedContext)
 
 
 class ContextCache:
-    """One probe's context, rebuilt when one of its files changed."""
+    """One probe's TLS: its options, and the context as of this run."""
 
     def __init__(self, tls: SqlTLS) -> None:
         self.tls = tls
-        self._context: ssl.SSLContext | None = None
-        self._stamps: tuple[tuple[int, int] | None, ...] = ()
-        self.builds = 0  # how often a context was built (tests)
+        self._options = transport_options(tls)
 
     def get(self) -> ssl.SSLContext | None:
-        """None for mode disable; raises OSError / ssl.SSLError on bad files."""
-        tls = self.tls
-        if tls.mode == "disable":
+        """None for mode disable; raises ProbeFailure when a file cannot be loaded."""
+        if self.tls.mode == "disable":
             return None
-        stamps = tuple(_stamp(p) for p in (tls.ca_file, tls.cert_file, tls.key_file))
-        if self._context is None or stamps != self._stamps:
-            self._context = make_ssl_context(tls)
-            self._stamps = stamps
-            self.builds += 1
-        return self._context
+        return client_context(self._options, (), context_class=TimedContext)

@@ -49,7 +49,7 @@ def probe_config(server: Server, password: str | None = None, name: str = "db",
 async def run(config: SqlProbeConfig, probe: Probe | None = None, *,
               debug: bool = False) -> Result:
     # An empty redactor: the probe itself must keep secrets out, not the runner.
-    return await run_once(probe or build_probe(config), config, redactor=Redactor(),
+    return await run_once(probe or build_probe(config), redactor=Redactor(),
                           debug=debug)
 
 
@@ -158,6 +158,35 @@ async def test_tls_server_name_is_checked(db: Server, db_ca: tuple[trustme.CA, P
                                 "server_name": "other.test"})
     result = await run(bad)
     assert (result.ok, result.reason) == (False, "tls"), result.detail
+
+
+async def test_a_name_is_dialled_by_address_and_verified_by_name(
+    db: Server, db_ca: tuple[trustme.CA, Path],
+) -> None:
+    """host: localhost is resolved by the probe (monitor.net) and the driver dials
+    127.0.0.1, yet TLS verifies the name: the certificate names 127.0.0.1 and db.test,
+    not localhost, so verify-full fails with tls; with server_name db.test it passes."""
+    ca = str(db_ca[1])
+    by_name = probe_config(db, host="localhost", ip_family="ipv4",
+                           tls={"mode": "verify-full", "ca_file": ca})
+    result = await run(by_name)
+    assert (result.ok, result.reason) == (False, "tls"), result.detail
+    assert "localhost" in result.detail
+    named = probe_config(db, host="localhost", ip_family="ipv4",
+                         tls={"mode": "verify-full", "ca_file": ca, "server_name": "db.test"})
+    result = await run(named)
+    assert result.ok, result.detail
+    assert set(result.phases) == {"connect", "tls", "startup", "query"}
+
+
+async def test_ip_family_picks_the_addresses(db: Server) -> None:
+    """ip_family ipv4 reaches the server (listening on 127.0.0.1) by name; an IPv4
+    literal with ip_family ipv6 is dns, before anything is dialled."""
+    result = await run(probe_config(db, host="localhost", ip_family="ipv4"))
+    assert result.ok, result.detail
+    result = await run(probe_config(db, ip_family="ipv6"))
+    assert (result.ok, result.reason) == (False, "dns"), result.detail
+    assert "ip_family is ipv6" in result.detail
 
 
 async def test_untrusted_certificate_is_tls(db: Server, tmp_path: Path) -> None:

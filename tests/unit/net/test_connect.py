@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -86,3 +87,23 @@ def test_contexts_are_shared_and_a_replaced_ca_file_reloads(tmp_path: Path) -> N
     with pytest.raises(ProbeFailure) as gone:
         tlsctx.client_context(options)
     assert gone.value.reason == "tls" and "cannot load ca_file" in gone.value.detail
+
+
+def test_a_context_class_is_part_of_the_key(tmp_path: Path) -> None:
+    """A kind whose drivers run TLS (sql) asks for its own SSLContext subclass: it gets
+    an instance of it, cached like the others, never the default-class context of the
+    same files (so nothing is changed on a context another kind uses), verifying as asked."""
+    class Timed(ssl.SSLContext):
+        sslobject_class = ssl.SSLObject
+
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    options = TLSOptions(ca_file=ca_file)
+    plain = tlsctx.client_context(options, ())
+    timed = tlsctx.client_context(options, (), context_class=Timed)
+    assert isinstance(timed, Timed) and type(plain) is ssl.SSLContext
+    assert tlsctx.client_context(options, (), context_class=Timed) is timed
+    assert (timed.verify_mode, timed.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert len(timed.get_ca_certs()) == 1  # only ca_file, as for the default class
+    skip = tlsctx.client_context(TLSOptions(insecure_skip_verify=True), (), context_class=Timed)
+    assert (skip.verify_mode, skip.check_hostname) == (ssl.CERT_NONE, False)

@@ -9,19 +9,25 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
+import aiomysql
 import pytest
 from aiohttp import web
 
-from monitor.config.loader import ConfigError, parse_config
+from monitor.config.loader import ConfigError
 from monitor.config.sql import SqlProbeConfig
 from monitor.probes import KINDS, build_probe
-from monitor.probes.base import Result
-from monitor.probes.sql import CONNECT, SqlProbe
+from monitor.probes.base import ProbeFailure, Result
+from monitor.probes.sql import CONNECT, CONNECT_RATIO, SqlProbe, mysql
+from monitor.probes.sql.dial import first_that_accepts
+from monitor.probes.sql.session import Marks
 from monitor.redact import Redactor
 from monitor.runner import run_once
+from tests.support import configs
+from tests.support.configs import probe_config
 from tests.support.faultproxy import client_sockets
 from tests.support.http_servers import serve_app, serve_raw
 
@@ -29,9 +35,8 @@ DRIVERS = ["postgres", "mysql"]
 
 
 def load(fields: dict[str, Any], environ: dict[str, str] | None = None) -> SqlProbeConfig:
-    entry = {"name": "db", "kind": "sql", "host": "127.0.0.1", "user": "monitor", **fields}
-    text = "probes:\n  - " + _flow(entry) + "\n"
-    probe: SqlProbeConfig = parse_config(text, environ or {}).probes[0]
+    fields = {"host": "127.0.0.1", "user": "monitor", **fields}
+    probe: SqlProbeConfig = probe_config("sql", environ=environ, **fields)
     return probe
 
 
@@ -41,16 +46,8 @@ def problems(fields: dict[str, Any]) -> list[str]:
     return caught.value.problems
 
 
-def _flow(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str):
-        return '"' + value + '"'
-    return str(value)
-
-
 async def run(config: SqlProbeConfig) -> Result:
-    return await run_once(build_probe(config), config, redactor=Redactor())
+    return await run_once(build_probe(config), redactor=Redactor())
 
 
 def fast(driver: str, port: int, **fields: Any) -> SqlProbeConfig:
@@ -106,11 +103,10 @@ def test_password_file_is_read_at_load_and_kept_secret(tmp_path: Path) -> None:
     (runs read it again when it changes: tests/integration/sql/test_sql_credentials.py)."""
     secret = tmp_path / "db-password"
     secret.write_text("file-secret-123\n")
-    text = "probes:\n  - " + _flow({
+    config = configs.load({
         "name": "db", "kind": "sql", "driver": "postgres", "host": "127.0.0.1",
         "user": "monitor", "password_file": str(secret),
-    }) + "\n"
-    config = parse_config(text, {})
+    })
     probe: SqlProbeConfig = config.probes[0]
     assert probe.password_value() == "file-secret-123"
     assert "file-secret-123" in config.secrets
@@ -171,11 +167,10 @@ def test_google_iam_excludes_a_password() -> None:
 
 def test_password_from_environment_is_a_secret() -> None:
     """password: ${DB_PASSWORD} is collected as a secret and hidden from repr."""
-    text = "probes:\n  - " + _flow({
+    config = configs.load({
         "name": "db", "kind": "sql", "driver": "mysql", "host": "127.0.0.1",
         "user": "monitor", "password": "${DB_PASSWORD}",
-    }) + "\n"
-    config = parse_config(text, {"DB_PASSWORD": "env-secret-456"})
+    }, environ={"DB_PASSWORD": "env-secret-456"})
     assert "env-secret-456" in config.secrets
     assert "env-secret-456" not in repr(config)
     assert config.probes[0].info_target() == "mysql://127.0.0.1:3306"
@@ -329,3 +324,91 @@ async def test_server_speaking_http_first_is_protocol(driver: str) -> None:
     async with serve_raw(http_first) as served:
         result = await run(fast(driver, served.port))
     assert (result.ok, result.reason) == (False, "protocol"), result.detail
+
+
+# -- the transport layer: resolver, executor, addresses -----------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_dns_lookup_that_never_got_a_thread_is_error(driver: str) -> None:
+    """Every thread of the default executor busy (issue 13): the lookup of the host
+    never starts, which is ours, not the target's: `error` ("never started"), never
+    dns or connect_timeout, and not observed in the connect histograms."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # refused once the name resolves
+        loop = asyncio.get_running_loop()
+        release = threading.Event()
+        blockers = [loop.run_in_executor(None, release.wait, 10) for _ in range(40)]
+        try:
+            result = await run(fast(driver, port, host="localhost"))
+        finally:
+            release.set()
+            await asyncio.gather(*blockers)
+        assert (result.ok, result.reason) == (False, "error"), result.detail
+        assert "ours, not the target's" in result.detail
+        assert "never started" in result.detail
+        assert not [s for s in result.samples
+                    if s.metric in (CONNECT, CONNECT_RATIO) and s.op == "observe"]
+        # With threads free again, the same lookup works and the port refuses.
+        again = await run(fast(driver, port, host="localhost"))
+    assert (again.ok, again.reason) == (False, "connect_refused"), again.detail
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_ip_family_ipv6_dials_the_ipv6_address(driver: str) -> None:
+    """host ::1 with ip_family ipv6 reaches a listener on ::1 (it closes at once: the
+    Auth Proxy's connection_reset); ip_family ipv4 refuses the literal as dns."""
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "::1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await run(fast(driver, port, host="::1", ip_family="ipv6"))
+        wrong = await run(fast(driver, port, host="::1", ip_family="ipv4"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (result.ok, result.reason) == (False, "connection_reset"), result.detail
+    assert (wrong.ok, wrong.reason) == (False, "dns"), wrong.detail
+    assert "ip_family is ipv4" in wrong.detail
+
+
+async def test_addresses_are_tried_in_order_until_one_accepts() -> None:
+    """The resolver's policy for sql: a refused first address gives way to the next
+    (nothing was sent: not a retry); what happens after the TCP connect is the outcome
+    (here EOF, raised by the driver); when every address fails, the first address's
+    reason wins and the detail names each."""
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.2", 0)
+    port = server.sockets[0].getsockname()[1]  # nothing on 127.0.0.1 at that port
+    loop = asyncio.get_running_loop()
+    tried: list[str] = []
+
+    async def attempt(marks: Marks, address: str) -> object:
+        tried.append(address)
+        return await mysql.connect(host=address, port=port, user="u", password="",
+                                   database=None, context=None, marks=marks)
+
+    try:
+        marks = Marks(loop.time())
+        with pytest.raises(aiomysql.OperationalError, match="Lost connection"):
+            await first_that_accepts(["127.0.0.1", "127.0.0.2"], port, marks,
+                                     lambda a: attempt(marks, a))
+        assert tried == ["127.0.0.1", "127.0.0.2"]
+        assert marks.tcp_done is not None
+    finally:
+        server.close()
+        await server.wait_closed()
+    tried.clear()
+    marks = Marks(loop.time())
+    with pytest.raises(ProbeFailure) as all_failed:
+        await first_that_accepts(["127.0.0.1", "127.0.0.2"], port, marks,
+                                 lambda a: attempt(marks, a))
+    assert tried == ["127.0.0.1", "127.0.0.2"]
+    assert all_failed.value.reason == "connect_refused"
+    assert f"127.0.0.1:{port}" in all_failed.value.detail
+    assert f"127.0.0.2:{port}" in all_failed.value.detail
