@@ -287,3 +287,16 @@ async def test_proxy_answers(head: bytes, reason: str, words: str) -> None:
     assert result.detail.startswith(f"step 'connect': proxy 127.0.0.1:{proxy_port} "), \
         result.detail
     assert f"{words} 127.0.0.1:{port}" in result.detail, result.detail
+
+
+def test_the_tunnel_on_uvloop(tmp_path: Path, ca: trustme.CA, ca_file: str) -> None:
+    """The daemon runs on uvloop when it is installed (monitor run --loop auto), and
+    the tunnel hands its socket from one transport to another: wss, ws and a 407
+    again on a uvloop loop."""
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(test_wss_through_connect(tmp_path, ca, ca_file))
+        runner.run(test_ws_through_connect(tmp_path))
+        runner.run(test_proxy_refuses_credentials(tmp_path, ca, ca_file, None,
+                                                  "407 Proxy Authentication Required"))
+        assert isinstance(runner.get_loop(), uvloop.Loop)
