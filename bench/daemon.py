@@ -440,7 +440,7 @@ async def load_and_burst(t: Targets) -> dict[str, float]:
     config = LoadProbeConfig.model_validate({
         "name": "load", "kind": "load", "url": f"http://127.0.0.1:{t.slow}/", "rate": 200,
         "duration": "10s", "request_timeout": "2s", "timeout": "30s", "interval": "1h"})
-    result = await run_once(LoadProbe(config), config, redactor=redactor)
+    result = await run_once(LoadProbe(config), redactor=redactor)
     out = {"load_p99_ms": result.facts["latency_p99_seconds"] * 1000,
            "load_p50_ms": result.facts["latency_p50_seconds"] * 1000}
     p99s: dict[int, list[float]] = {20: [], 200: []}
@@ -449,7 +449,7 @@ async def load_and_burst(t: Targets) -> dict[str, float]:
             burst = BurstProbeConfig.model_validate({
                 "name": f"burst{step}", "kind": "burst", "url": f"http://127.0.0.1:{t.burst}/",
                 "steps": [step], "interval": "1h", "timeout": "20s", "slow_threshold": "1s"})
-            run = await run_once(BurstProbe(burst), burst, redactor=redactor)
+            run = await run_once(BurstProbe(burst), redactor=redactor)
             connects = sorted(s.value for s in run.samples
                               if s.metric == "monitor_burst_connect_duration_seconds"
                               and s.op == "observe")

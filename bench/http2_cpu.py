@@ -70,7 +70,7 @@ async def measure(probe: Any, config: Any, requests: int) -> float:
     redactor = Redactor()
     started = time.process_time()
     for _ in range(requests):
-        result = await run_once(probe, config, redactor=redactor)
+        result = await run_once(probe, redactor=redactor)
         if not result.ok:
             raise RuntimeError(f"run failed: {result.reason}: {result.detail}")
     return (time.process_time() - started) * 1000 / requests

@@ -1,4 +1,4 @@
-"""Our HTTP/1.x response parser against h11, per whole probe run; and the fetch before/after.
+"""Our HTTP/1.x response parser against h11, per whole probe run.
 
 Starts an aiohttp server in a separate process on 127.0.0.1 (its CPU is not
 counted: this process's ``time.process_time`` is) and runs, interleaved over
@@ -8,8 +8,6 @@ fresh connection, request, response, origin counting, expect checks):
     own       the fetch of this tree, parsing with monitor.net.http1
     h11       the same fetch with the parser swapped for an h11 adapter (same
               events; h11 also encodes its request side, as an h11 client would)
-    main      the fetch of the main branch (``git show main:...httpclient.py``),
-              the code before monitor.net: the before/after figure
 
 over plain HTTP (where the parser's share is largest) and HTTPS. It also
 parses one typical response in a loop with each parser alone. Prints CPU
@@ -24,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import logging
 import ssl
 import statistics
@@ -40,7 +37,6 @@ import h11
 import structlog
 import trustme
 
-import monitor.probes.http as http_probe
 import monitor.probes.httpclient as httpclient
 from monitor.config.http import HttpProbeConfig
 from monitor.net.errors import Closed, ProtocolError, TooLarge
@@ -92,28 +88,6 @@ class H11Parser:
                     raise Closed("before the end of the response")
         except h11.RemoteProtocolError as exc:
             raise ProtocolError(str(exc)) from None
-
-
-def main_fetch() -> Any:
-    """The fetch of the main branch, loaded from git as its own module."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", "main:monitor/probes/httpclient.py"],
-                            capture_output=True, text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "main_httpclient.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("main_httpclient", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["main_httpclient"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-
-    async def fetch(request: httpclient.Request, **kwargs: Any) -> Any:
-        kwargs.pop("ip_family", None)  # main has no ip_family
-        old = module.Request(url=request.url, method=request.method,
-                             headers=request.headers, body=request.body,
-                             public_query=request.public_query)
-        return await module.fetch(old, **kwargs)
-
-    return fetch
 
 
 def serve(cert_dir: Path) -> None:
@@ -187,10 +161,7 @@ async def bench(requests: int, rounds: int) -> None:
 async def run_variants(cert_dir: Path, plain_port: int, tls_port: int, requests: int,
                        rounds: int) -> None:
     redactor = Redactor()
-    own_fetch = httpclient.fetch
-    old_fetch = main_fetch()
-    parsers = {"own": ResponseParser, "h11": H11Parser, "main": ResponseParser}
-    fetches = {"own": own_fetch, "h11": own_fetch, "main": old_fetch}
+    parsers = {"own": ResponseParser, "h11": H11Parser}
     results: dict[str, list[float]] = {}
     for _ in range(rounds):
         for scheme, port in (("http", plain_port), ("https", tls_port)):
@@ -204,18 +175,16 @@ async def run_variants(cert_dir: Path, plain_port: int, tls_port: int, requests:
             probe = HttpProbe(config)
 
             async def one(probe: HttpProbe = probe, config: HttpProbeConfig = config) -> None:
-                result = await run_once(probe, config, redactor=redactor)
+                result = await run_once(probe, redactor=redactor)
                 assert result.ok, result.detail
 
             count = requests if scheme == "http" else max(requests // 4, 50)
-            for variant in ("own", "h11", "main"):
+            for variant in ("own", "h11"):
                 httpclient.ResponseParser = parsers[variant]  # type: ignore[misc]
-                http_probe.fetch = fetches[variant]  # type: ignore[assignment]
                 try:
                     figure = await measure(one, count)
                 finally:
                     httpclient.ResponseParser = ResponseParser  # type: ignore[misc]
-                    http_probe.fetch = own_fetch
                 results.setdefault(f"{scheme} {variant}", []).append(figure)
         results.setdefault("parse own", []).append(parse_only(ResponseParser, 20000))
         results.setdefault("parse h11", []).append(parse_only(H11Parser, 20000))
@@ -227,10 +196,9 @@ async def run_variants(cert_dir: Path, plain_port: int, tls_port: int, requests:
         unit = "us per response (parser alone)" if name.startswith("parse") else "ms per run"
         print(f"  {name:12s} {value:8.3f} {unit}")
     for scheme in ("http", "https"):
-        own, h11_, old = (median[f"{scheme} {v}"] for v in ("own", "h11", "main"))
+        own, h11_ = (median[f"{scheme} {v}"] for v in ("own", "h11"))
         print(f"  {scheme}: h11/own = {h11_ / own:.3f}  (h11 costs {h11_ - own:+.3f} ms, "
-              f"{(h11_ - own) / own:+.1%} of a whole run); own/main (after/before) = "
-              f"{own / old:.3f}")
+              f"{(h11_ - own) / own:+.1%} of a whole run)")
     extra = (median["parse h11"] - median["parse own"]) / 1000
     print(f"  parser alone: h11/own = {median['parse h11'] / median['parse own']:.2f}, "
           f"h11 extra {extra:.3f} ms per response = "

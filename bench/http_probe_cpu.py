@@ -124,7 +124,7 @@ async def run_variants(cert_dir: Path, plain_port: int, tls_port: int,
 
         def make_probe(probe: HttpProbe = probe, config: HttpProbeConfig = config) -> Runner:
             async def one() -> None:
-                result = await run_once(probe, config, redactor=redactor)
+                result = await run_once(probe, redactor=redactor)
                 assert result.ok, result.detail
             return one
 

@@ -152,7 +152,7 @@ async def main(runs: int, rounds: int) -> None:
                 probe = build_probe(config)
                 bucket = phases.setdefault((server.driver, mode), {})
                 for _ in range(runs):
-                    result = await run_once(probe, config, redactor=Redactor())
+                    result = await run_once(probe, redactor=Redactor())
                     assert result.ok, result.detail
                     for name, seconds in result.phases.items():
                         bucket.setdefault(name, []).append(seconds)
@@ -188,7 +188,7 @@ async def main(runs: int, rounds: int) -> None:
         print()
         for server in servers:
             config = config_for(server, "disable", ca_file, burst=20)
-            result = await run_once(build_probe(config), config, redactor=Redactor())
+            result = await run_once(build_probe(config), redactor=Redactor())
             assert result.ok, result.detail
             print(f"{server.driver:10} burst of 20: slowest connect "
                   f"{result.facts['burst']['slowest_seconds'] * 1000:.1f} ms, "

@@ -15,7 +15,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -24,10 +24,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from monitor.config import Config
+from monitor.config import Config, ProbeConfig
 from monitor.config.types import parse_duration
+from monitor.exitcodes import VERDICT_EXIT, ExitCode
 from monitor.probes import build_probe
-from monitor.probes.base import Result
+from monitor.probes.base import Probe, Result
 from monitor.redact import Redactor
 from monitor.runner import run_once
 from monitor.verdict import (
@@ -38,8 +39,6 @@ from monitor.verdict import (
     samples_needed,
     verdict,
 )
-
-EXIT_CODES = {"operational": 0, "broken": 1, "partial": 2, "inconclusive": 4}
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def _positive(flag: str, value: str | None) -> float | None:
 
 @dataclass
 class ProbeReport:
-    config: Any
+    config: ProbeConfig
     results: list[Result]
 
     def stats(self) -> ProbeStats:
@@ -83,7 +82,7 @@ class ProbeReport:
         )
 
 
-def select(config: Config, options: CheckOptions) -> list[Any]:
+def select(config: Config, options: CheckOptions) -> list[ProbeConfig]:
     names = {p.name for p in config.probes}
     unknown = [n for n in options.probes if n not in names]
     if unknown:
@@ -100,12 +99,12 @@ def select(config: Config, options: CheckOptions) -> list[Any]:
 
 
 def run_check(config: Config, options: CheckOptions, redactor: Redactor,
-              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> ExitCode:
     try:
         chosen = select(config, options)
     except ValueError as error:
         print(f"monitor check: {error}", file=err)
-        return 3
+        return ExitCode.CONFIG
     reports = asyncio.run(_sample(chosen, options, redactor, err if options.format == "json"
                                   else out, err))
     smoke = options.duration is None
@@ -117,10 +116,10 @@ def run_check(config: Config, options: CheckOptions, redactor: Redactor,
         out.write("\n")
     else:
         _print_text(state, level_states, reports, judged, smoke, out)
-    return EXIT_CODES[state]
+    return VERDICT_EXIT[state]
 
 
-async def _sample(chosen: list[Any], options: CheckOptions, redactor: Redactor,
+async def _sample(chosen: list[ProbeConfig], options: CheckOptions, redactor: Redactor,
                   trace_out: TextIO, err: TextIO) -> list[ProbeReport]:
     reports = [ProbeReport(config=c, results=[]) for c in chosen]
     probes = [build_probe(c) for c in chosen]
@@ -133,8 +132,8 @@ async def _sample(chosen: list[Any], options: CheckOptions, redactor: Redactor,
     try:
         if options.duration is None:
             results = await asyncio.gather(*(
-                run_once(p, r.config, redactor=redactor, debug=options.debug, on_result=show)
-                for p, r in zip(probes, reports, strict=True)
+                run_once(p, redactor=redactor, debug=options.debug, on_result=show)
+                for p in probes
             ))
             for report, result in zip(reports, results, strict=True):
                 report.results.append(result)
@@ -165,15 +164,15 @@ async def _sample(chosen: list[Any], options: CheckOptions, redactor: Redactor,
             await probe.close()
 
 
-async def _repeat(probe: Any, report: ProbeReport, options: CheckOptions, redactor: Redactor,
-                  deadline: float, show: Any) -> None:
+async def _repeat(probe: Probe[Any], report: ProbeReport, options: CheckOptions,
+                  redactor: Redactor, deadline: float, show: Callable[[Result], None]) -> None:
     # --every samples faster, but never faster than a kind allows (a burst or a
     # load test run back to back would become the outage it measures).
     every = max(options.every, report.config.min_interval) if options.every \
         else report.config.interval
     next_start = time.monotonic()
     while next_start < deadline:
-        result = await run_once(probe, report.config, redactor=redactor, debug=options.debug,
+        result = await run_once(probe, redactor=redactor, debug=options.debug,
                                 on_result=show)
         report.results.append(result)
         next_start += every

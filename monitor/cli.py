@@ -1,12 +1,10 @@
-"""Command line: run | check | validate | demo (DESIGN.md, CLI)."""
+"""Command line: run | check | validate | demo (docs/architecture.md, CLI)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,11 +12,11 @@ from pathlib import Path
 import structlog
 
 from monitor import __version__
-from monitor.config import Config, ConfigError, load_config
+from monitor.config import ConfigError, ConfigSource
+from monitor.exitcodes import ExitCode
 from monitor.logs import configure_logging
 from monitor.redact import Redactor
 
-EXIT_CONFIG = 3
 log = structlog.get_logger("monitor.cli")
 
 
@@ -82,18 +80,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(port=args.port, postgres_dsn=args.postgres, redactor=redactor)
 
     path = config_path(args.config)
+    source = ConfigSource.file(path)
     try:
-        config = load_config(path)
+        config = source.load()
     except ConfigError as error:
         print(f"{path}: invalid config:", file=sys.stderr)
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     redactor.update(config.secrets)
 
     if args.command == "validate":
         print(f"{path}: valid, {len(config.probes)} probes")
-        return 0
+        return ExitCode.OK
     if args.command == "check":
         from monitor.check import CheckOptions, run_check
 
@@ -101,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = CheckOptions.from_args(args)
         except ValueError as error:
             print(f"monitor check: {error}", file=sys.stderr)
-            return EXIT_CONFIG
+            return ExitCode.CONFIG
         return run_check(config, options, redactor)
     shard = None
     if args.shard:
@@ -111,15 +110,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             shard = parse_shard(args.shard)
         except ValueError as error:
             print(f"monitor run: --shard: {error}", file=sys.stderr)
-            return EXIT_CONFIG
+            return ExitCode.CONFIG
     try:
         factory = loop_factory(args.loop)
     except ImportError:
         print("monitor run: --loop uvloop: uvloop is not installed "
               "(pip install 'monitor[uvloop]')", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
+    from monitor.app import serve
+
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(serve(path, config, redactor, shard=shard))
+        return runner.run(serve(source, config, redactor, shard=shard))
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -135,65 +136,3 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
             raise
         return None
     return uvloop.new_event_loop
-
-
-async def serve(path: Path, config: Config, redactor: Redactor,
-                shard: tuple[int, int] | None = None) -> int:
-    """Run the daemon and its server until SIGTERM or SIGINT."""
-    from monitor.daemon import Daemon
-    from monitor.httpd import connection_cap, raise_fd_limit, start_server, throttled_loop_errors
-    from monitor.metrics import ConstLabelRegistry, Metrics
-    from monitor.server import listen_address, make_app, ssl_context
-
-    loop = asyncio.get_running_loop()
-    throttled_loop_errors(loop)
-    fd_limit = raise_fd_limit()
-    max_connections = connection_cap(config.server.max_connections, fd_limit)
-    if max_connections < config.server.max_connections:
-        log.warning("server.max_connections lowered to leave file descriptors to probes",
-                    max_connections=max_connections, fd_limit=fd_limit)
-    registry = ConstLabelRegistry()
-    metrics = Metrics(registry)
-    daemon = Daemon(path, config, metrics=metrics, redactor=redactor, shard=shard)
-    host, port = listen_address(config.server)
-    try:
-        runner, site = await start_server(make_app(daemon), host, port,
-                                          ssl_context=ssl_context(config.server),
-                                          max_connections=max_connections)
-    except OSError as error:
-        log.error("cannot listen", address=f"{host}:{port}", error=str(error))
-        return 1
-    try:
-        await daemon.start()
-    except ConfigError as error:  # validated, yet a probe could not be built: say so
-        log.error("cannot start the probes", problems=error.problems)
-        await runner.cleanup()
-        return EXIT_CONFIG
-    log.info("serving", address=f"{host}:{site.port}", tls=config.server.tls is not None,
-             max_connections=max_connections, loop=type(loop).__module__.split(".")[0])
-    # What start-up built (config, probes, imports) lives as long as the
-    # process: out of the collector's sight, a full collection no longer
-    # walks it (bench/daemon.py measures the effect).
-    gc.collect()
-    gc.freeze()
-
-    stop = asyncio.Event()
-    reloads: set[asyncio.Task[list[str]]] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(daemon.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    await stop.wait()
-    log.info("stopping")
-    await site.stop()  # accept nothing more
-    for task in reloads:  # a reload still going would build probes nobody closes
-        task.cancel()
-    await asyncio.gather(*reloads, return_exceptions=True)
-    await daemon.stop()  # cancels runs, closes the probes' connections
-    await runner.cleanup()  # requests in flight get SHUTDOWN_GRACE, then every connection closes
-    return 0

@@ -18,9 +18,9 @@ from typing import Any
 import structlog
 
 from monitor import __version__, attribution
-from monitor.config import Config, ConfigError, load_config
+from monitor.config import Config, ConfigError, ConfigSource, ProbeConfig
 from monitor.config.common import TLSOptions
-from monitor.metrics import Metrics
+from monitor.metrics import ConstLabelRegistry, Metrics
 from monitor.probes import build_probe
 from monitor.probes.base import Probe, ProbeFailure
 from monitor.probes.httpclient import ssl_context
@@ -42,14 +42,14 @@ NO_CONFIRMATION = frozenset({"burst", "load"})
 class Daemon:
     def __init__(
         self,
-        config_path: Path,
+        source: ConfigSource | Path,
         config: Config,
         *,
         metrics: Metrics,
         redactor: Redactor,
         shard: tuple[int, int] | None = None,
     ) -> None:
-        self.config_path = config_path
+        self.source = ConfigSource.of(source)  # what a reload reads again
         self.config = config
         self.metrics = metrics
         self.redactor = redactor
@@ -60,12 +60,17 @@ class Daemon:
             self._run, on_skipped=self.recorder.skipped,
             on_lag=metrics["monitor_scheduler_lag_seconds"].observe,
         )
-        self.probes: dict[str, tuple[Any, Probe]] = {}
+        self.probes: dict[str, tuple[ProbeConfig, Probe[Any]]] = {}
         self.running: dict[str, asyncio.Task[Any]] = {}
         self.ready = False
         self._lag_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self.attributor: attribution.Attributor | None = None
+
+    @property
+    def config_path(self) -> Path | None:
+        """The config file, when the source is one."""
+        return self.source.path
 
     # -- life cycle -------------------------------------------------------
     async def start(self) -> None:
@@ -95,7 +100,7 @@ class Daemon:
 
     # -- reload -----------------------------------------------------------
     async def reload(self) -> list[str]:
-        """Load the config file again; return its problems ([] on success).
+        """Load the config source again; return its problems ([] on success).
 
         All or nothing: the new config is loaded and every new or changed
         probe, its schedule and its TLS contexts are built before anything of
@@ -104,7 +109,7 @@ class Daemon:
         """
         async with self._reload_lock:
             try:
-                config = load_config(self.config_path)
+                config = self.source.load()
                 if config.server != self.config.server:
                     # The running server keeps its settings (users, TLS, address)
                     # until restart; the daemon's view of them must not change.
@@ -168,7 +173,8 @@ class Daemon:
         self.config = config
         self.recorder.verdict_window = config.global_.verdict_window
         self.redactor.update(config.secrets)
-        self.metrics.registry.const_labels = dict(config.global_.labels)  # type: ignore[attr-defined]
+        if isinstance(self.metrics.registry, ConstLabelRegistry):  # (a test may pass a plain one)
+            self.metrics.registry.const_labels = dict(config.global_.labels)
         for probe_config, probe, trigger in plan.add:
             self.probes[probe_config.name] = (probe_config, probe)
             self.recorder.register(probe_config, probe.registration_samples())
@@ -189,7 +195,7 @@ class Daemon:
         await _close(probe)
         self.recorder.forget(name)
 
-    def _selected(self, config: Config) -> list[Any]:
+    def _selected(self, config: Config) -> list[ProbeConfig]:
         if self.shard is None:
             return list(config.probes)
         return list(select(config.probes, *self.shard))
@@ -221,7 +227,7 @@ class Daemon:
         assert task is not None
         self.running[name] = task
         try:
-            result = await run_once(probe, config, redactor=self.redactor,
+            result = await run_once(probe, redactor=self.redactor,
                                     on_result=self.recorder.record, live=self.recorder.live)
             if self.attributor is not None:  # queued only: the lookup runs in its own task
                 self.attributor.submit(result)
@@ -251,10 +257,10 @@ class _Plan:
 
     config: Config
     remove: list[str]
-    add: list[tuple[Any, Probe, Any]] = field(default_factory=list)
+    add: list[tuple[ProbeConfig, Probe[Any], Any]] = field(default_factory=list)
 
 
-def _build_tls(probe_config: Any) -> None:
+def _build_tls(probe_config: ProbeConfig) -> None:
     """Build the probe's client TLS contexts now (they are cached for its runs):
     a CA file that went bad since validation fails the reload, not every run."""
     options = [getattr(probe_config, "tls", None)]
@@ -271,7 +277,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def _close(probe: Probe) -> None:
+async def _close(probe: Probe[Any]) -> None:
     with contextlib.suppress(Exception):
         await probe.close()
 

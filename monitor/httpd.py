@@ -130,7 +130,7 @@ class _Accepted(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.connection is not None and self.connection.handler is not None:
-            return self.connection.handler.eof_received()  # type: ignore[func-returns-value]
+            self.connection.handler.eof_received()  # aiohttp's returns None: close on EOF
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:

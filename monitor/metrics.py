@@ -1,6 +1,6 @@
 """Every metric of monitor, defined once with its help text and buckets.
 
-The names, types and labels are a contract (DESIGN.md, Metrics): alert
+The names, types and labels are a contract (docs/architecture.md, Metrics): alert
 rules and dashboards read them. Nothing here imports the rest of monitor.
 """
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -21,22 +22,20 @@ GRACE_SECONDS = 1.0
 
 
 async def run_once(
-    probe: Probe,
-    config: object,
+    probe: Probe[Any],
     *,
     redactor: Redactor,
     debug: bool = False,
     on_result: Callable[[Result], None] | None = None,
     live: Callable[[str, Sample], None] | None = None,
 ) -> Result:
-    name: str = config.name  # type: ignore[attr-defined]
-    kind: str = config.kind  # type: ignore[attr-defined]
-    timeout: float = config.timeout  # type: ignore[attr-defined]
+    config = probe.config
+    name, kind, timeout = config.name, config.kind, config.timeout
     ctx = RunContext(name, kind, debug=debug, phase_metric=probe.phase_metric, live=live)
     # bind/reset rather than the bound_contextvars() context manager: the
     # same, for less CPU on a path taken by every run.
     tokens = structlog.contextvars.bind_contextvars(
-        probe=name, kind=kind, target=config.info_target(),  # type: ignore[attr-defined]
+        probe=name, kind=kind, target=config.info_target(),
     )
     try:
         try:

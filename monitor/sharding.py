@@ -1,4 +1,4 @@
-"""Split probes across replicas: `monitor run --shard i/n` (DESIGN.md, Where it runs).
+"""Split probes across replicas: `monitor run --shard i/n` (docs/deploy-kubernetes.md).
 
 Replica ``i`` of ``n`` runs exactly the probes whose name hashes to ``i``.
 The hash is SHA-256 of the probe name, so every replica, every process and

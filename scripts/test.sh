@@ -3,7 +3,8 @@
 #   - Debian packages, when missing: PostgreSQL, MariaDB, haproxy, Prometheus,
 #     Alertmanager, Chromium (the tests start their own processes on 127.0.0.1);
 #   - this package with its test extras;
-# then ruff, mypy and pytest. Extra arguments go to pytest.
+# then ruff, mypy, the import rules (lint-imports, docs/architecture.md) and pytest.
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +28,6 @@ python3 -m pip install -q --disable-pip-version-check -e ".[test,demo]"
 export MONITOR_REQUIRE_DATABASES=1
 python3 -m ruff check .
 python3 -m mypy
+# lint-imports, through python3 so that it reads the same environment
+python3 -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())'
 python3 -m pytest "$@"

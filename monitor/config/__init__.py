@@ -1,12 +1,14 @@
-"""Config: strict pydantic models loaded from YAML (DESIGN.md, Config)."""
+"""Config: strict pydantic models loaded from YAML (docs/architecture.md, Config)."""
 
 from monitor.config.common import ProbeBase
 from monitor.config.loader import ConfigError, load_config, parse_config
 from monitor.config.models import Config, GlobalConfig, ProbeConfig, ServerConfig
+from monitor.config.source import ConfigSource
 
 __all__ = [
     "Config",
     "ConfigError",
+    "ConfigSource",
     "GlobalConfig",
     "ProbeBase",
     "ProbeConfig",

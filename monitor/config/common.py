@@ -31,7 +31,7 @@ Layer = Literal["edge", "service", "egress", "database"]
 
 
 class ProbeBase(Strict):
-    """The fields of every probe (DESIGN.md, Config)."""
+    """The fields of every probe (docs/architecture.md, Config)."""
 
     # Kinds that need a longer default timeout override this.
     name: ProbeName
@@ -169,7 +169,7 @@ def check_client_cert(cert_file: Path, key_file: Path) -> None:
 
 
 class Origin(Strict):
-    """Who produced a response: first matching rule wins (DESIGN.md, origin)."""
+    """Who produced a response: first matching rule wins (README, Metrics: origin)."""
 
     name: LabelValue
     header: str

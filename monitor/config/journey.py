@@ -18,7 +18,6 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
-    SecretStr,
     field_validator,
     model_validator,
 )
@@ -45,6 +44,7 @@ from monitor.config.http import (
     MAX_REDIRECTS_CAP,
     Headers,
     HttpVersion,
+    JsonValue,
     RequestModel,
     Status,
     check_url,
@@ -54,6 +54,7 @@ from monitor.config.net import IpFamily
 from monitor.config.proxy import NoProxyList, ProxyURL, check_no_proxy
 from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, compile_regex, format_duration, parse_duration
+from monitor.templates import variables
 
 # A journey is a path, not a script: 20 steps is far more than a login,
 # a connect and a few exchanges, and bounds the per-step series.
@@ -65,47 +66,8 @@ MAX_SKIPPED_CAP = 1000
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES_CAP = 16 * 1024 * 1024
 
-# `${name}` or `$$` (the loader left both for us in journeys).
-TEMPLATE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ACTIONS = ("http", "ws_connect", "ws_send", "ws_expect", "ws_close")
-
-
-def variables(value: Any) -> list[str]:
-    """Every ``${name}`` in the strings of ``value`` (dicts, lists, SecretStr), in order."""
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    if isinstance(value, str):
-        return [m.group(1) for m in TEMPLATE.finditer(value) if m.group(1)]
-    if isinstance(value, dict):
-        return [name for k, v in value.items() for name in variables(k) + variables(v)]
-    if isinstance(value, list | tuple):
-        return [name for item in value for name in variables(item)]
-    return []
-
-
-def render(text: str, values: dict[str, str]) -> str:
-    """Fill in ``${name}`` from ``values``; ``$$`` becomes ``$``.
-
-    Raises KeyError naming the variable when it has no value (load-time
-    checks make that a bug or an extract that yielded nothing).
-    """
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        return "$" if name is None else values[name]
-
-    return TEMPLATE.sub(substitute, text)
-
-
-def render_json(value: Any, values: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        return render(value, values)
-    if isinstance(value, dict):
-        return {render(k, values): render_json(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [render_json(v, values) for v in value]
-    return value
 
 
 def _regex_text(value: Any) -> Any:
@@ -131,15 +93,6 @@ def _url(schemes: tuple[str, ...]) -> Any:
     return AfterValidator(check)
 
 
-def _json_value(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        raise ValueError("must be plain JSON data (mappings, lists, strings, numbers)") from None
-    return value
-
-
-JsonValue = Annotated[Any, AfterValidator(_json_value)]
 StepName = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=63)]
 VarName = Annotated[str, Field(pattern=VAR_NAME)]
 

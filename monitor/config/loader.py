@@ -22,6 +22,7 @@ from monitor.config.common import query_values
 from monitor.config.models import PROBE_ADAPTER, Config, GlobalConfig, ServerConfig
 from monitor.config.tracing import AttributionConfig
 from monitor.config.yamlload import YamlLimit, load_yaml
+from monitor.templates import TEMPLATE
 
 # A config larger than this is a mistake (or /dev/zero); fleets of a few
 # thousand probes stay far below it.
@@ -29,7 +30,6 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # One problem line quotes input values; never pages of it.
 MAX_PROBLEM_CHARS = 400
 
-_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Environment variables whose values are secrets wherever they are used.
 _SECRET_NAME = re.compile(r"PASS|TOKEN|SECRET|KEY|CRED|AUTH", re.IGNORECASE)
 # Kinds whose `${name}` may also name a variable set at run time.
@@ -284,7 +284,7 @@ def _interpolate(
             problems.append(f"{path}: environment variable {name} is not set")
         return match.group(0)
 
-    return _VARIABLE.sub(substitute, value)
+    return TEMPLATE.sub(substitute, value)  # the syntax journeys fill in at run time
 
 
 def _walk_secrets(value: Any) -> list[SecretStr]:

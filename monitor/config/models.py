@@ -1,4 +1,4 @@
-"""The whole config: `global`, `server` and the probes (DESIGN.md, Config)."""
+"""The whole config: `global`, `server` and the probes (docs/architecture.md, Config)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class GlobalConfig(Strict):
     labels: dict[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")], str] = Field(
         default_factory=dict
     )
-    # The verdict window of the daemon (DESIGN.md, Verdict).
+    # The verdict window of the daemon (docs/architecture.md, Verdict).
     verdict_window: Duration = 900.0
 
     @model_validator(mode="after")
@@ -153,7 +153,7 @@ class Config(Strict):
     attribution: AttributionConfig | None = None
     secrets: frozenset[str] = Field(default=frozenset(), exclude=True, repr=False)
 
-    def probe(self, name: str) -> Any:
+    def probe(self, name: str) -> ProbeConfig:
         for probe in self.probes:
             if probe.name == name:
                 return probe

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import ssl
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -34,7 +35,7 @@ def edge_app(upstreams: list[str], client_ssl: ssl.SSLContext) -> web.Applicatio
             return web.Response(status=502, text="upstream connect error",
                                 headers={"via": "1.1 google"})
 
-    async def session(app: web.Application):  # type: ignore[no-untyped-def]
+    async def session(app: web.Application) -> AsyncIterator[None]:
         # force_close: never reuse an upstream connection that may be reset.
         connector = aiohttp.TCPConnector(ssl=client_ssl, force_close=True)
         app[session_key] = aiohttp.ClientSession(connector=connector, timeout=UPSTREAM_TIMEOUT)

@@ -1,14 +1,15 @@
 """`monitor demo`: the simulated services on loopback and the daemon probing them.
 
 `DemoStack` starts the services (tests use it too); `run_demo` adds the
-daemon with the bundled config (`demo.yaml`, a starting point to copy),
-prints where to look and how to inject faults, and runs until stopped.
+daemon (through `monitor.app`, as `monitor run` does) with the bundled config
+(`demo.yaml`, a starting point to copy), prints where to look and how to
+inject faults, and runs until stopped. The DEMO_* values the config reads
+are the variables of its config source, never written into os.environ.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import ssl
 import tempfile
@@ -20,10 +21,13 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
+from monitor.app import serve
+from monitor.config import ConfigError, ConfigSource
 from monitor.demo import agent, backends
 from monitor.demo.control import Switch, control_app
 from monitor.demo.echo import EchoServer
 from monitor.demo.edge import edge_app
+from monitor.exitcodes import ExitCode
 from monitor.redact import Redactor
 
 BACKENDS = ("backend-a", "backend-b", "backend-c")
@@ -145,30 +149,31 @@ def postgres_environ(dsn: str) -> dict[str, str]:
     }
 
 
-def run_demo(*, port: int, postgres_dsn: str | None, redactor: Redactor) -> int:
+def run_demo(*, port: int, postgres_dsn: str | None, redactor: Redactor) -> ExitCode:
     return asyncio.run(_run_demo(port, postgres_dsn, redactor))
 
 
-async def _run_demo(port: int, postgres_dsn: str | None, redactor: Redactor) -> int:
-    from monitor.cli import serve
-    from monitor.config import ConfigError, load_config
+def demo_source(stack: DemoStack, port: int, pg: dict[str, str]) -> ConfigSource:
+    """The demo's config file in the stack's workdir, reading the stack's DEMO_* values."""
+    path = stack.workdir / "monitor.yaml"
+    path.write_text(demo_config_text(postgres=bool(pg)), encoding="utf-8")
+    return ConfigSource.file(path, environ={**stack.environ, **pg, "DEMO_PORT": str(port)})
 
+
+async def _run_demo(port: int, postgres_dsn: str | None, redactor: Redactor) -> ExitCode:
     try:
         pg = postgres_environ(postgres_dsn) if postgres_dsn else {}
     except ValueError as error:
         print(f"monitor demo: {error}")
-        return 3
+        return ExitCode.CONFIG
     async with DemoStack(control_port=port + 1) as stack:
-        os.environ.update(stack.environ)
-        os.environ.update(pg)
-        os.environ["DEMO_PORT"] = str(port)
-        path = stack.workdir / "monitor.yaml"
-        path.write_text(demo_config_text(postgres=bool(pg)), encoding="utf-8")
+        source = demo_source(stack, port, pg)
+        path = source.path
         try:
-            config = load_config(path)
+            config = source.load()
         except ConfigError as error:  # a bug of ours: the bundled config must load
             print("\n".join(error.problems))
-            return 3
+            return ExitCode.CONFIG
         redactor.update(config.secrets)
         control = stack.environ["DEMO_CONTROL_URL"]
         print(
@@ -188,4 +193,4 @@ async def _run_demo(port: int, postgres_dsn: str | None, redactor: Redactor) -> 
             f"stop with Ctrl-C",
             flush=True,
         )
-        return await serve(path, config, redactor)
+        return await serve(source, config, redactor)

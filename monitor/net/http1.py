@@ -36,7 +36,7 @@ from monitor.net.errors import Closed, ProtocolError, TooLarge
 # tenth of a whole run: it costs more, most on plain HTTP, the cheapest runs and
 # the ones the per-run CPU target is set by, so the saving keeps this parser
 # (its table and fuzz tests: tests/unit/net/test_http1.py).
-# A response head larger than this is not a sane HTTP server (DESIGN.md).
+# A response head larger than this is not a sane HTTP server (docs/architecture.md, reasons).
 MAX_HEAD_BYTES = 64 * 1024
 # A chunk-size line with extensions longer than this is not a sane server.
 MAX_CHUNK_LINE = 4096

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from monitor.config import ProbeConfig
 from monitor.probes.base import Probe
 from monitor.probes.burst import BurstProbe
 from monitor.probes.http import HttpProbe
@@ -19,7 +20,7 @@ from monitor.probes.sql import SqlProbe
 from monitor.probes.tcp import TcpProbe
 from monitor.probes.tls import TlsProbe
 
-KINDS: dict[str, type[Probe]] = {
+KINDS: dict[str, type[Probe[Any]]] = {
     "burst": BurstProbe,
     "http": HttpProbe,
     "journey": JourneyProbe,
@@ -31,5 +32,6 @@ KINDS: dict[str, type[Probe]] = {
 }
 
 
-def build_probe(config: Any) -> Probe:
+def build_probe(config: ProbeConfig) -> Probe[Any]:
+    """The probe of ``config``'s kind (its class is generic over that config model)."""
     return KINDS[config.kind](config)

@@ -21,9 +21,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args
 
-# Failure reasons: a fixed list (it is a metric label). DESIGN.md explains each.
+from monitor.config.common import ProbeBase
+
+# Failure reasons: a fixed list (it is a metric label). docs/architecture.md explains each.
 Reason = Literal[
     "timeout",
     "dns",
@@ -175,9 +177,14 @@ class RunContext:
         )
 
 
-class Probe:
+# The config model of a kind (``HttpProbeConfig`` for ``HttpProbe``).
+C = TypeVar("C", bound=ProbeBase)
+
+
+class Probe(Generic[C]):
     """One configured probe. Built once per config; ``run`` is called per run.
 
+    Generic over its config model: ``class HttpProbe(Probe[HttpProbeConfig])``.
     Subclasses set ``phase_metric`` when their phases are exported (the
     recorder observes each phase of ``ctx.phase`` into it, once per run).
     """
@@ -186,8 +193,8 @@ class Probe:
     # The phases a run reports; their series exist from registration on.
     phases: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: Any) -> None:
-        self.config = config
+    def __init__(self, config: C) -> None:
+        self.config: C = config
 
     async def run(self, ctx: RunContext) -> Result:
         raise NotImplementedError

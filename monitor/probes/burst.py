@@ -110,7 +110,7 @@ class StepReport:
 Connector = Callable[[float], Coroutine[Any, Any, Attempt]]
 
 
-class BurstProbe(Probe):
+class BurstProbe(Probe[BurstProbeConfig]):
     config: BurstProbeConfig
     phase_metric = None
 

@@ -65,7 +65,7 @@ RESPONSES = "monitor_http_responses_total"
 DETAIL_BODY_CHARS = 80
 
 
-class HttpProbe(Probe):
+class HttpProbe(Probe[HttpProbeConfig]):
     phase_metric: ClassVar[str | None] = "monitor_http_phase_duration_seconds"
     phases: ClassVar[tuple[str, ...]] = ("dns", "connect", "tls", "ttfb", "transfer")
     config: HttpProbeConfig

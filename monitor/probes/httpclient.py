@@ -96,7 +96,7 @@ from monitor.probes.base import ProbeFailure, RunContext
 from monitor.probes.compression import ACCEPT_ENCODING, decode_body
 from monitor.redact import MASK, SENSITIVE_HEADERS
 
-# Shown in --debug traces (DESIGN.md: at most 4 KiB of a body is kept).
+# Shown in --debug traces (docs/probes/http.md: at most 4 KiB of a body is kept).
 TRACE_BODY_BYTES = 4096
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Headers whose values are URLs: their query values are masked in traces.

@@ -70,8 +70,6 @@ from monitor.config.journey import (
     WsConnectStep,
     WsExpectStep,
     WsSendStep,
-    render,
-    render_json,
 )
 from monitor.config.proxy import ProxyURL, bypassed
 from monitor.config.types import format_duration
@@ -95,6 +93,7 @@ from monitor.probes.expect import check_response
 from monitor.probes.httpclient import Request, Response, fetch
 from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
+from monitor.templates import render, render_json
 from monitor.tracecontext import start_trace
 
 # Closing the WebSocket and the session after the journey; the runner grants
@@ -118,7 +117,7 @@ class StepOutcome:
     duration: float
 
 
-class JourneyProbe(Probe):
+class JourneyProbe(Probe[JourneyProbeConfig]):
     """Runs the steps of a ``kind: journey`` config; one `_Walk` per run."""
 
     phase_metric: ClassVar[str | None] = None

@@ -119,7 +119,7 @@ class Outcome:
         return str(self.status) if self.status is not None else str(self.reason)
 
 
-class LbProbe(Probe):
+class LbProbe(Probe[LbProbeConfig]):
     config: LbProbeConfig
     phase_metric = None  # one run is many requests: phases would be sums
 

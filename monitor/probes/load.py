@@ -67,7 +67,7 @@ def quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-class LoadProbe(Probe):
+class LoadProbe(Probe[LoadProbeConfig]):
     config: LoadProbeConfig
     phase_metric = None
 

@@ -50,9 +50,9 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()
 
 
-class TcpProbe(Probe):
+class TcpProbe(Probe[TcpProbeConfig]):
     config: TcpProbeConfig
-    phase_metric = None  # DESIGN has no tcp phase metric: phases stay in the result
+    phase_metric = None  # docs/architecture.md has no tcp phase metric: phases stay in the result
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config

@@ -37,7 +37,7 @@ from monitor.probes.base import Probe, ProbeFailure, Result, RunContext
 EXPIRY = "monitor_tls_cert_expiry_timestamp_seconds"
 
 
-class TlsProbe(Probe):
+class TlsProbe(Probe[TlsProbeConfig]):
     config: TlsProbeConfig
 
     def __init__(self, config: TlsProbeConfig) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +30,8 @@ from typing import Any
 import aiohttp
 import yaml
 from aiohttp import web
+
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTMANAGER_YML = ROOT / "config" / "prometheus" / "alertmanager.yml"
@@ -48,12 +49,6 @@ def missing_binaries() -> str | None:
     if shutil.which(ALERTMANAGER_BIN) is None:
         return "needs prometheus-alertmanager (apt-get install prometheus-alertmanager)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -42,7 +42,6 @@ from tests.e2e.promstack import (
     Process,
     Webhook,
     alertmanager,
-    free_port,
     missing_binaries,
     prometheus,
     query,
@@ -55,9 +54,11 @@ from tests.support.agent import AgentServer, serve_agent
 from tests.support.databases import PostgresServer, missing_postgres
 from tests.support.faultproxy import FaultProxy
 from tests.support.http_servers import Certs, serve_app
+from tests.support.ports import free_port
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.external,
     pytest.mark.skipif(missing_binaries() is not None, reason=missing_binaries() or ""),
 ]
 

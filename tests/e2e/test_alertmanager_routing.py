@@ -21,6 +21,7 @@ from tests.e2e.promstack import alertmanager, missing_binaries, webhook
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.external,
     pytest.mark.skipif(missing_binaries() is not None, reason=missing_binaries() or ""),
 ]
 

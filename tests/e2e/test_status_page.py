@@ -14,6 +14,7 @@ from tests.support.demo import RunningDemo, running_demo
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.external,
     pytest.mark.skipif(not chromium_available(),
                        reason="needs Debian's chromium (apt-get install chromium)"),
 ]

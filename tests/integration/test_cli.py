@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from monitor.config import parse_config
 from monitor.demo.backends import Faults, backend_app
 from monitor.demo.stack import DemoStack, demo_config_text, postgres_environ
 from tests.support.http_servers import Served, serve_app
+from tests.support.ports import free_port
 
 TOKEN = "cli-secret-token-456"
 
@@ -65,7 +65,7 @@ probes:
 
 async def test_check_operational_exits_0_with_json(tmp_path: Path,
                                                    backend: tuple[Served, Faults]) -> None:
-    """A healthy endpoint: verdict operational, exit 0, the DESIGN JSON keys."""
+    """A healthy endpoint: verdict operational, exit 0, the JSON keys of docs/architecture.md."""
     code, out, _ = await monitor("check", "-c", str(config(tmp_path, backend[0].url)),
                                  "--format", "json")
     assert code == 0
@@ -180,11 +180,9 @@ async def test_demo_config_is_valid_against_the_demo_stack() -> None:
 async def test_run_serves_metrics_reloads_on_sighup_and_stops_on_sigterm(
     tmp_path: Path, backend: tuple[Served, Faults]
 ) -> None:
-    """`monitor run` with $PORT: /metrics has the DESIGN names; SIGHUP reloads; SIGTERM exits 0."""
+    """`monitor run` with $PORT: /metrics has the documented names; SIGHUP reloads; SIGTERM: 0."""
     path = config(tmp_path, backend[0].url)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     path.write_text(path.read_text() + 'server: {listen: "127.0.0.1:1"}\n')
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "monitor", "run", "-c", str(path),

@@ -24,7 +24,8 @@ from monitor.probes.base import Result
 from monitor.redact import Redactor
 from monitor.runner import run_once
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
+pytestmark = [pytest.mark.external,
+              pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")]
 PROBE_CONFIG: TypeAdapter[Any] = TypeAdapter(ProbeConfig)
 
 
@@ -101,7 +102,7 @@ http {{
 async def run(config: dict[str, Any]) -> Result:
     cfg = PROBE_CONFIG.validate_python({"interval": "30s", "timeout": "3s", **config})
     probe = build_probe(cfg)
-    return await run_once(probe, cfg, redactor=Redactor(), debug=True)
+    return await run_once(probe, redactor=Redactor(), debug=True)
 
 
 def tls(nginx: Nginx, who: str | None) -> dict[str, str]:

@@ -36,8 +36,9 @@ from monitor.probes.base import ProbeFailure
 from monitor.probes.httpclient import Request, fetch
 from monitor.redact import Redactor
 from monitor.server import make_app
-from tests.support.daemon_process import free_port, reasons, run_backend, run_daemon, sample
+from tests.support.daemon_process import reasons, run_backend, run_daemon, sample
 from tests.support.http_servers import Certs, Served, serve_app
+from tests.support.ports import free_port
 
 PASSWORD = "right-password"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()  # ~50 ms, as deployed

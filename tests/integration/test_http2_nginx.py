@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from monitor.config.common import TLSOptions
 from monitor.probes.base import RunContext
 from monitor.probes.httpclient import Request, fetch
 from tests.support.h2_nginx import STATUS, h2_nginx, logged, protocols, run, url
+
+pytestmark = pytest.mark.external  # nginx
 
 
 async def test_http_probe_speaks_h2_to_nginx(tmp_path: Path, certs: Path) -> None:

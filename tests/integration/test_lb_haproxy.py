@@ -18,6 +18,8 @@ from monitor.redact import Redactor
 from monitor.runner import run_once
 from tests.support.haproxy import ADDRESSES, HOSTNAME, Haproxy, haproxy_lb
 
+pytestmark = pytest.mark.external  # haproxy
+
 
 @pytest.fixture
 async def lb(tmp_path: Path) -> AsyncIterator[Haproxy]:
@@ -43,7 +45,7 @@ class Harness:
         self.recorder.register(probe.config, probe.registration_samples())
 
     async def run(self) -> Result:
-        result = await run_once(self.probe, self.probe.config, redactor=Redactor(), debug=True)
+        result = await run_once(self.probe, redactor=Redactor(), debug=True)
         self.recorder.record(result)
         return result
 

@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support.nginx import serve_nginx
 from tests.unit.probes.test_compression import bomb
 from tests.unit.probes.test_http import probe
+
+pytestmark = pytest.mark.external  # nginx
 
 STATUS = {"status": "ok", "service": "backend",
           "checks": [{"name": f"check-{n}", "ok": True} for n in range(300)]}

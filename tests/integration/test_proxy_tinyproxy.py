@@ -27,6 +27,8 @@ from tests.support.h2_nginx import h2_nginx, logged, run, url
 from tests.support.nginx import serve_nginx
 from tests.support.tinyproxy import Tinyproxy, free_port, serve_tinyproxy
 
+pytestmark = pytest.mark.external  # tinyproxy, nginx
+
 USER, PASSWORD = "probe", "s3cret-proxy-pw"
 
 
@@ -242,7 +244,7 @@ async def test_proxy_password_stays_out_of_logs_status_and_metrics(tmp_path: Pat
                 for cfg in config.probes:
                     probe = build_probe(cfg)
                     recorder.register(cfg, probe.registration_samples())
-                    result = await run_once(probe, cfg, redactor=redactor, debug=True)
+                    result = await run_once(probe, redactor=redactor, debug=True)
                     recorder.record(result)
                     results.append(result)
     good, bad = results

@@ -30,6 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from tests.support.ports import free_port
+
 HOST = "127.0.0.1"
 USER = "monitor"
 DATABASE = "app"
@@ -87,12 +91,6 @@ def _user_exists(name: str) -> bool:
     except KeyError:
         return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _as(user: str) -> dict[str, Any]:
@@ -198,25 +196,18 @@ class _Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def probe_yaml(self, name: str, **fields: object) -> str:
-        """A probe entry for this server, as a YAML flow mapping (password via env)."""
+        """A probe entry for this server, as a YAML flow mapping (password via env;
+        a field given as None is left out)."""
         base: dict[str, object] = {
             "name": name, "kind": "sql", "driver": "postgres" if self.driver == "postgres"
             else "mysql", "host": self.host, "port": self.port, "database": self.database,
             "user": self.user, "password": "${DB_PASSWORD}",
         }
         base.update(fields)
-        items = ", ".join(f"{key}: {_yaml(value)}" for key, value in base.items())
-        return "{" + items + "}"
-
-
-def _yaml(value: object) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str) and not value.startswith("${"):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)
+        base = {key: value for key, value in base.items() if value is not None}  # None: omit
+        flow: str = yaml.safe_dump(base, default_flow_style=True, sort_keys=False,
+                                   width=1 << 20)
+        return flow.strip()
 
 
 class PostgresServer(_Server):

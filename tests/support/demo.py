@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+
+from tests.support.ports import free_port_pair
 
 
 @dataclass
@@ -30,21 +31,6 @@ class RunningDemo:
                 session.get(f"{self.base}/api/status") as response:
             data: dict[str, object] = await response.json()
             return data
-
-
-def free_port_pair() -> int:
-    """A port P with P+1 free too (the demo's daemon and its fault switch)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return int(port)
-    raise RuntimeError("no free port pair")
 
 
 @asynccontextmanager

@@ -76,7 +76,7 @@ async def run(certs: Path, debug: bool = False, **fields: Any) -> Result:
         fields.setdefault("tls", {"ca_file": str(certs / "ca.pem")})
     cfg = PROBE_CONFIG.validate_python({"name": "t", "interval": "30s", "timeout": "5s",
                                         **fields})
-    return await run_once(build_probe(cfg), cfg, redactor=Redactor(), debug=debug)
+    return await run_once(build_probe(cfg), redactor=Redactor(), debug=debug)
 
 
 async def logged(nginx: Nginx, count: int) -> list[list[str]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.ports import free_port
 
 READY_SECONDS = 10.0
 # What a test can read back per request: protocol, status, bytes sent (the
@@ -46,12 +47,6 @@ class Nginx:
         if not self.access_log.exists():
             return []
         return [line.split("|") for line in self.access_log.read_text().splitlines() if line]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _config(tmp: Path, http_block: str) -> str:
@@ -107,7 +102,7 @@ async def serve_nginx(tmp_path: Path, http_block: Callable[[int, Path], str]
     tmp = tmp_path / "nginx"
     root = tmp / "root"
     root.mkdir(parents=True)
-    port = _free_port()
+    port = free_port()
     config = tmp / "nginx.conf"
     config.write_text(_config(tmp, http_block(port, root)))
     served = Nginx(port=port, root=root, access_log=tmp / "access.log",

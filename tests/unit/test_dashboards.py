@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from tests.e2e.dashboards import (
     panel_queries,
     panels,
 )
+from tests.support.external import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
@@ -114,8 +114,7 @@ def test_probe_queries_filter_by_the_template_variables(query: PanelQuery) -> No
         assert 'job=~"$job"' in selector and 'vantage=~"$vantage"' in selector
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="needs promtool (apt-get install prometheus)")
+@needs("promtool", install="apt-get install prometheus")
 def test_every_query_parses_as_promql(tmp_path: Path) -> None:
     """Each query, with its variables expanded, is valid PromQL (promtool check rules)."""
     rules = {"groups": [{"name": "dashboards", "rules": [

@@ -21,6 +21,7 @@ from monitor.cli import parser as cli_parser
 from monitor.config.loader import parse_config
 from monitor.config.models import ProbeConfig
 from monitor.sharding import parse_shard, select
+from tests.support.external import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -34,7 +35,7 @@ CORE_KINDS = {"ServiceAccount", "ConfigMap", "StatefulSet", "Service"}
 # What docs/deploy-cloud-run.md substitutes with envsubst.
 PLACEHOLDERS = {"PROJECT_ID": "my-project", "REGION": "us-central1",
                 "CONNECTOR": "run-connector", "IMAGE": "us-docker.pkg.dev/p/r/monitor:0.1.0"}
-DESIGN_KINDS = {"http", "tcp", "tls", "burst", "lb", "sql", "journey", "load"}
+DOCUMENTED_KINDS = {"http", "tcp", "tls", "burst", "lb", "sql", "journey", "load"}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def parse_example(text: str, environ: dict[str, str]) -> Any:
     raw = yaml.safe_load(text)
     known = registered_kinds()
     unknown = {p["kind"] for p in raw["probes"]} - known
-    assert unknown <= DESIGN_KINDS, f"kinds not in DESIGN.md: {unknown - DESIGN_KINDS}"
+    assert unknown <= DOCUMENTED_KINDS, f"undocumented kinds: {unknown - DOCUMENTED_KINDS}"
     raw["probes"] = [p for p in raw["probes"] if p["kind"] in known]
     return parse_config(yaml.safe_dump(raw), environ, "example")
 
@@ -90,7 +91,7 @@ def test_kustomization_lists_every_manifest() -> None:
     assert listed == present
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+@needs("kubectl", install="kubectl not installed")
 def test_kustomize_builds() -> None:
     """`kubectl kustomize` renders the directory offline, with the image set."""
     out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True,
@@ -212,7 +213,7 @@ def test_prometheusrule_carries_every_group() -> None:
     assert rule["spec"]["groups"] == groups
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+@needs("promtool", install="apt-get install prometheus")
 def test_prometheusrule_passes_promtool(tmp_path: Path) -> None:
     """promtool accepts the PrometheusRule's groups as a rule file."""
     groups = k8s_docs()["PrometheusRule"]["spec"]["groups"]
@@ -373,7 +374,7 @@ def test_cloudrun_rules_sidecar_evaluates_the_shipped_rules_at_the_reference_set
     assert all("ports" not in containers[n] for n in ("rules", "alertmanager"))
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+@needs("promtool", install="apt-get install prometheus")
 def test_cloudrun_rules_sidecar_config_passes_promtool(tmp_path: Path) -> None:
     """promtool accepts the sidecar's prometheus.yml with the bundle where it is mounted."""
     config = load(CLOUDRUN / "prometheus.yml")

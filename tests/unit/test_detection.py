@@ -25,8 +25,9 @@ from tests.support.rulesim import (
     share,
 )
 
-pytestmark = pytest.mark.skipif(shutil.which("promtool") is None,
-                                reason="needs promtool (apt-get install prometheus)")
+pytestmark = [pytest.mark.external,
+              pytest.mark.skipif(shutil.which("promtool") is None,
+                                 reason="needs promtool (apt-get install prometheus)")]
 
 HTTP = ProbeModel(name="api", layer="service")
 SQL = ProbeModel(name="db", kind="sql", layer="database")

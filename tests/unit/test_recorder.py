@@ -1,4 +1,4 @@
-"""monitor/recorder.py: results become the DESIGN metrics; removed probes leave no series."""
+"""monitor/recorder.py: results become the documented metrics; removed probes leave no series."""
 
 from __future__ import annotations
 

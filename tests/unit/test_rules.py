@@ -9,7 +9,6 @@ short-window substitution the end-to-end test uses.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,15 @@ import pytest
 import yaml
 
 from monitor.metrics import sample_names
+from tests.support.external import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "config" / "prometheus"
 RULE_FILES = sorted((PROM / "rules").glob("*.yml"))
 TEST_FILES = sorted((PROM / "tests").glob("*.yml"))
 
-needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="needs promtool (apt-get install prometheus)")
-needs_amtool = pytest.mark.skipif(
-    shutil.which("amtool") is None,
-    reason="needs amtool (apt-get install prometheus-alertmanager)")
+needs_promtool = needs("promtool", install="apt-get install prometheus")
+needs_amtool = needs("amtool", install="apt-get install prometheus-alertmanager")
 
 
 def seconds(duration: str) -> float:

@@ -100,7 +100,7 @@ async def run(probe: dict[str, Any]) -> Result:
     base = {"name": "p", "interval": "30s", "timeout": "3s"}
     config = parse_config(yaml.safe_dump({"probes": [{**base, **probe}]}), {})
     cfg = config.probes[0]
-    return await run_once(build_probe(cfg), cfg, redactor=Redactor(config.secrets))
+    return await run_once(build_probe(cfg), redactor=Redactor(config.secrets))
 
 
 def traces(served: Served) -> list[tuple[str, str, str]]:

@@ -22,7 +22,7 @@ def stats(runs: int, failures: int, level: int = 1, allowed: float = 0.05) -> Pr
 
 
 def test_zero_failures_needs_73_runs_for_five_percent() -> None:
-    """DESIGN: 0 failures in n runs shows a rate below 5 % only from n = 73."""
+    """docs/architecture.md: 0 failures in n runs shows a rate below 5 % only from n = 73."""
     assert wilson(0, 72)[1] > 0.05
     assert wilson(0, 73)[1] <= 0.05
     assert samples_needed(stats(10, 0)) == 73

@@ -121,7 +121,7 @@ USED = "monitor_sql_connections_used"
 MAX = "monitor_sql_connections_max"
 
 # Above this share of connections in use a burst could be what tips the
-# server over (DESIGN: the probe must never exhaust it).
+# server over (docs/architecture.md: the probe must never exhaust it).
 BURST_SKIP_RATIO = 0.7
 # The server's own statement limit lies this much past the probe's deadline:
 # the probe gives up first (and says `timeout`), the server stops the
@@ -152,7 +152,7 @@ class BurstConnect:
     detail: str = ""
 
 
-class SqlProbe(Probe):
+class SqlProbe(Probe[SqlProbeConfig]):
     config: SqlProbeConfig
     phase_metric: ClassVar[str | None] = PHASES
     # tls joins them when tls.mode is not disable (initial_samples).

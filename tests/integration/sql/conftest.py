@@ -101,3 +101,16 @@ def db(request: pytest.FixtureRequest) -> PostgresServer | MariaDBServer:
         "pg" if request.param == "postgres" else "mariadb"
     )
     return server
+
+
+# The fixtures above that start a database server: a test using one needs
+# PostgreSQL or MariaDB, so it carries the `external` marker (tests/conftest.py).
+SERVER_FIXTURES = frozenset({"pg", "pg_small", "mariadb", "db"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if (Path(str(item.path)).parent == here
+                and SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            item.add_marker(pytest.mark.external)

@@ -41,17 +41,14 @@ def sql_probe(server: Server, name: str = "db", environ: dict[str, str] | None =
               **fields: Any) -> SqlProbeConfig:
     """A probe for ``server`` through the real loader; fields replace the defaults."""
     fields = {"interval": "10s", "app_timeout": "2s", "timeout": "5s", **fields}
-    no_password = "password" in fields and fields.pop("password") is None
-    text = "probes:\n  - " + server.probe_yaml(name, **fields) + "\n"
-    if no_password:
-        text = text.replace(', password: "${DB_PASSWORD}"', "")
+    text = "probes:\n  - " + server.probe_yaml(name, **fields) + "\n"  # password=None: none
     config: SqlProbeConfig = parse_config(
         text, environ if environ is not None else {"DB_PASSWORD": server.password}).probes[0]
     return config
 
 
 async def run(config: SqlProbeConfig, probe: Probe, *, debug: bool = False) -> Result:
-    return await run_once(probe, config, redactor=Redactor(), debug=debug)
+    return await run_once(probe, redactor=Redactor(), debug=debug)
 
 
 def write_cert(ca: trustme.CA, folder: Path, common_name: str) -> tuple[Path, Path]:

@@ -49,7 +49,7 @@ def probe_config(server: Server, password: str | None = None, name: str = "db",
 async def run(config: SqlProbeConfig, probe: Probe | None = None, *,
               debug: bool = False) -> Result:
     # An empty redactor: the probe itself must keep secrets out, not the runner.
-    return await run_once(probe or build_probe(config), config, redactor=Redactor(),
+    return await run_once(probe or build_probe(config), redactor=Redactor(),
                           debug=debug)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import pytest
@@ -17,8 +16,6 @@ from monitor.metrics import Metrics
 from monitor.probes.base import Result
 from monitor.probes.burst import OUTCOMES, BurstProbe
 from monitor.recorder import Recorder
-from monitor.redact import Redactor
-from monitor.runner import run_once
 from tests.support.faultproxy import (
     FaultProxy,
     Faults,
@@ -26,6 +23,7 @@ from tests.support.faultproxy import (
     echo_behind_proxy,
     wait_for,
 )
+from tests.support.running import run_probe
 
 STEPS = [5, 10, 20, 40]
 
@@ -43,7 +41,7 @@ async def run(cfg: BurstProbeConfig) -> tuple[Result, Recorder, CollectorRegistr
     recorder = Recorder(Metrics(registry))
     probe = BurstProbe(cfg)
     recorder.register(cfg, probe.registration_samples())
-    result = await run_once(probe, cfg, redactor=Redactor(), debug=True)
+    result = await run_probe(probe, debug=True)
     recorder.record(result)
     return result, recorder, registry
 
@@ -119,12 +117,9 @@ async def test_bandwidth_cap_makes_transfers_slow_and_lowers_the_knee() -> None:
     assert failing["slow"] > 0 and failing["failed"] == 0 and failing["timeout"] == 0
 
 
-async def test_nothing_listening_fails_with_the_cause_not_capacity() -> None:
+async def test_nothing_listening_fails_with_the_cause_not_capacity(free_port: int) -> None:
     """No connection of the run got through: the reason is the cause (connect_refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    result, _, registry = await run(config(port))
+    result, _, registry = await run(config(free_port))
     assert (result.ok, result.reason) == (False, "connect_refused")
     assert value(registry, "monitor_burst_capacity_concurrency") == 0
     assert value(registry, "monitor_burst_connections_total", step="5", outcome="failed") == 5

@@ -177,7 +177,7 @@ async def run(kind: str, condition: str) -> Result:
                                                   tls=condition == "tls_garbage"))
         probe = build_probe(cfg)
         try:
-            return await run_once(probe, cfg, redactor=Redactor())
+            return await run_once(probe, redactor=Redactor())
         finally:
             await probe.close()
 

@@ -13,14 +13,16 @@ import pytest
 from aiohttp import web
 
 from monitor import USER_AGENT
-from monitor.config import parse_config
+from monitor.config import ConfigError, parse_config
 from monitor.config.http import HttpProbeConfig
 from monitor.probes import KINDS
-from monitor.probes.base import Result, RunContext
+from monitor.probes.base import Result
 from monitor.probes.http import HttpProbe
 from monitor.redact import Redactor
 from monitor.runner import run_once
+from tests.support.configs import probe_config
 from tests.support.http_servers import Certs, read_head, self_signed, serve_app, serve_raw
+from tests.support.running import run_probe
 
 PHASES = "monitor_http_phase_duration_seconds"
 RESPONSES = "monitor_http_responses_total"
@@ -31,25 +33,13 @@ ORIGINS = [
 
 
 def config(url: str, **fields: Any) -> HttpProbeConfig:
-    data = {"name": "web", "kind": "http", "interval": "30s", "timeout": "2s",
-            "url": url, **fields}
-    return HttpProbeConfig.model_validate(data)
+    fields = {"interval": "30s", "timeout": "2s", **fields}
+    cfg: HttpProbeConfig = probe_config("http", url=url, **fields)
+    return cfg
 
 
 async def probe(url: str, *, debug: bool = False, **fields: Any) -> Result:
-    cfg = config(url, **fields)
-    ctx = RunContext(cfg.name, cfg.kind, debug=debug, phase_metric=HttpProbe.phase_metric)
-    return await run_once_ctx(HttpProbe(cfg), cfg, ctx)
-
-
-async def run_once_ctx(p: HttpProbe, cfg: HttpProbeConfig, ctx: RunContext) -> Result:
-    # The same path as the runner, without its logging: ProbeFailure -> failure.
-    from monitor.probes.base import ProbeFailure
-
-    try:
-        return await p.run(ctx)
-    except ProbeFailure as failure:
-        return ctx.failure(failure.reason, failure.detail)
+    return await run_probe(HttpProbe(config(url, **fields)), debug=debug)
 
 
 def responses(result: Result) -> list[tuple[str, str]]:
@@ -73,18 +63,6 @@ def status_app(status: int, headers: dict[str, str] | None = None, text: str = "
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=status, text=text, headers=headers or {})
     return app_with(handler)
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> Certs:
-    return Certs(tmp_path)
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_registered() -> None:
@@ -247,9 +225,9 @@ async def test_slower_than_max_duration_is_assertion() -> None:
     assert "more than max_duration" in result.detail
 
 
-async def test_refused_port_is_connect_refused() -> None:
+async def test_refused_port_is_connect_refused(free_port: int) -> None:
     """A port nobody listens on fails with connect_refused."""
-    result = await probe(f"http://127.0.0.1:{free_port()}/")
+    result = await probe(f"http://127.0.0.1:{free_port}/")
     assert result.reason == "connect_refused"
     assert "refused" in result.detail
 
@@ -438,7 +416,7 @@ probes:
 """
         cfg = parse_config(text, {"PROBE_TOKEN": token, "API_KEY": api_key})
         probe_cfg = cfg.probe("secret")
-        result = await run_once(HttpProbe(probe_cfg), probe_cfg,
+        result = await run_once(HttpProbe(probe_cfg),
                                 redactor=Redactor(cfg.secrets), debug=True)
     assert server.requests[0].headers["Authorization"] == f"Bearer {token}"
     assert result.reason == "http_status"
@@ -490,9 +468,8 @@ async def test_google_id_token_sent_as_bearer_and_masked() -> None:
     async with serve_app(status_app(200)) as server:
         cfg = config(server.url, auth={"google_id_token": {"audience": server.url}},
                      headers={"Authorization": "Basic old"})
-        ctx = RunContext(cfg.name, cfg.kind, debug=True)
-        result = await run_once_ctx(
-            HttpProbe(cfg, id_tokens=IdTokenProvider(fetch_token)), cfg, ctx)
+        result = await run_probe(HttpProbe(cfg, id_tokens=IdTokenProvider(fetch_token)),
+                                 debug=True)
     assert result.ok, result.detail
     assert audiences == [server.url]
     assert server.requests[0].headers.getall("Authorization") == [f"Bearer {token}"]
@@ -509,15 +486,14 @@ async def test_google_id_token_unavailable_is_auth() -> None:
 
     async with serve_app(status_app(200)) as server:
         cfg = config(server.url, auth={"google_id_token": {"audience": "https://svc"}})
-        result = await run_once_ctx(HttpProbe(cfg, id_tokens=IdTokenProvider(no_token)), cfg,
-                                    RunContext(cfg.name, cfg.kind))
+        result = await run_probe(HttpProbe(cfg, id_tokens=IdTokenProvider(no_token)))
     assert result.reason == "auth"
     assert server.connections == 0
 
 
 def test_header_value_with_line_break_is_refused() -> None:
     """A header value with CR/LF (header injection) is a config error."""
-    with pytest.raises(ValueError, match="line break"):
+    with pytest.raises(ConfigError, match="line break"):
         config("http://127.0.0.1:1/", headers={"X-A": "v\r\nX-Injected: 1"})
 
 
@@ -538,7 +514,7 @@ async def test_metrics_through_the_recorder() -> None:
         labels = {"probe": "web", "kind": "http"}
         platform_503 = {**labels, "code": "503", "origin": "platform"}
         assert registry.get_sample_value(RESPONSES, platform_503) == 0
-        result = await run_once(p, cfg, redactor=Redactor(), on_result=recorder.record)
+        result = await run_once(p, redactor=Redactor(), on_result=recorder.record)
     assert result.reason == "http_status"
     assert registry.get_sample_value(RESPONSES, platform_503) == 1
     for phase in ("connect", "ttfb", "transfer"):  # the last run's phases, as gauges

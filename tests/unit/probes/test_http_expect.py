@@ -189,7 +189,7 @@ async def test_a_secret_in_a_failing_value_is_redacted() -> None:
             "headers: {X-Token: '${PROBE_TOKEN}'}, expect: {headers: {X-Echo: '^nothing$'}}}]",
             {"PROBE_TOKEN": token})
         cfg = config.probes[0]
-        result = await run_once(HttpProbe(cfg), cfg, redactor=Redactor(config.secrets))
+        result = await run_once(HttpProbe(cfg), redactor=Redactor(config.secrets))
     assert result.reason == "assertion"
     assert token not in result.detail
     assert "header x-echo '<redacted>' does not match" in result.detail

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -30,11 +29,6 @@ def raw(response: bytes, *, then_close: bool = True) -> RawHandler:
         if not then_close:
             await reader.read()
     return handler
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> Certs:
-    return Certs(tmp_path)
 
 
 async def test_response_fields_and_phases_into_ctx() -> None:

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from monitor.config import parse_config
 from monitor.probes import build_probe, idtoken
-from monitor.probes.base import RunContext
 from tests.support.http_servers import Served, serve_app
+from tests.support.running import run_probe
 
 TOKEN = "eyJ.fake-id-token.sig"
 
@@ -61,8 +61,7 @@ async def test_every_request_carries_the_id_token(kind: str, target: Served) -> 
     """Each request the probe sends has `Authorization: Bearer <token>`."""
     text = f"probes:\n  - {probe_yaml(kind, target.url)}"
     config = parse_config(text, environ={}).probes[0]
-    probe = build_probe(config)
-    result = await probe.run(RunContext("p", kind))
+    result = await run_probe(build_probe(config))
     assert result.ok, result.detail
     assert target.requests
     assert all(r.headers.get("Authorization") == f"Bearer {TOKEN}" for r in target.requests)

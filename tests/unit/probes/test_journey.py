@@ -45,7 +45,7 @@ async def agent() -> AsyncIterator[AgentServer]:
 
 def golden_path(agent: AgentServer, *, answer: dict[str, Any] | None = None,
                 timeout: str = "3s") -> list[dict[str, Any]]:
-    """The DESIGN.md golden path against the agent, with short timeouts."""
+    """The golden path of the README against the agent, with short timeouts."""
     return [
         {"name": "login", "http": {
             "method": "POST", "url": f"{agent.url}/auth/login",
@@ -71,7 +71,7 @@ def load(steps: list[dict[str, Any]], *, password: str = DEMO_PASSWORD,
 
 async def walk(steps: list[dict[str, Any]], *, debug: bool = False, **fields: Any) -> Result:
     cfg, redactor = load(steps, **fields)
-    return await run_once(JourneyProbe(cfg), cfg, redactor=redactor, debug=debug)
+    return await run_once(JourneyProbe(cfg), redactor=redactor, debug=debug)
 
 
 def samples(result: Result, metric: str) -> dict[str, float]:
@@ -127,7 +127,7 @@ async def test_metrics_reach_the_registry(agent: AgentServer) -> None:
     assert registry.get_sample_value(RESPONSES, {**base, "code": "503",
                                                  "origin": "unclassified"}) == 0
     with capture_logs() as logs:
-        recorder.record(await run_once(probe, cfg, redactor=redactor))
+        recorder.record(await run_once(probe, redactor=redactor))
     assert not [e for e in logs if e["event"] == "invalid sample from probe"]
     for step in STEPS:
         assert registry.get_sample_value(STEP_SUCCESS, {**base, "step": step}) == 1
@@ -139,7 +139,7 @@ async def test_metrics_reach_the_registry(agent: AgentServer) -> None:
 async def test_wrong_password_fails_at_login(agent: AgentServer) -> None:
     """A refused login is http_status at step login; later steps do not run."""
     cfg, redactor = load(golden_path(agent), password="not-the-password")
-    result = await run_once(JourneyProbe(cfg), cfg, redactor=redactor)
+    result = await run_once(JourneyProbe(cfg), redactor=redactor)
     assert result.reason == "http_status"
     assert result.detail == "step 'login': expected status 200, got 401"
     assert samples(result, STEP_SUCCESS) == dict.fromkeys(STEPS, 0)
@@ -299,7 +299,7 @@ async def test_extracted_token_never_leaves_the_probe(agent: AgentServer) -> Non
         recorder = Recorder(Metrics(CollectorRegistry()))
         recorder.register(cfg, probe.registration_samples())
         with capture_logs() as logs:
-            result = await run_once(probe, cfg, redactor=redactor, debug=True)
+            result = await run_once(probe, redactor=redactor, debug=True)
             recorder.record(result)
     [token] = list(agent.state.tokens)
     assert result.reason == "timeout"
@@ -439,7 +439,7 @@ async def test_http_steps_export_the_phases_of_kind_http() -> None:
                  {"name": "two", "http": {"url": f"{served.url}/end"}}]
         cfg, redactor = load(steps)
         probe = JourneyProbe(cfg)
-        result = await run_once(probe, cfg, redactor=redactor)
+        result = await run_once(probe, redactor=redactor)
     assert result.ok, result.detail
     phases = [dict(s.labels)["phase"] for s in result.samples
               if s.metric == "monitor_http_phase_duration_seconds"]

@@ -47,7 +47,7 @@ def config(url: str, **fields: Any) -> LbProbeConfig:
 
 
 async def run(probe: LbProbe) -> Result:
-    return await run_once(probe, probe.config, redactor=Redactor(), debug=True)
+    return await run_once(probe, redactor=Redactor(), debug=True)
 
 
 def samples(result: Result, metric: str) -> list[tuple[dict[str, str], float]]:

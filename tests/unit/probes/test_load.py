@@ -80,7 +80,7 @@ async def run(cfg: LoadProbeConfig, live: list[Sample] | None = None) -> Result:
         assert live is not None
         live.append(sample)
 
-    return await run_once(LoadProbe(cfg), cfg, redactor=Redactor(),
+    return await run_once(LoadProbe(cfg), redactor=Redactor(),
                           live=record if live is not None else None)
 
 
@@ -217,7 +217,7 @@ async def test_active_gauge_reads_1_while_running_through_the_recorder() -> None
         recorder.register(cfg, probe.registration_samples())
         labels = {"probe": "peak", "kind": "load"}
         assert registry.get_sample_value("monitor_load_active", labels) == 0
-        task = asyncio.create_task(run_once(probe, cfg, redactor=Redactor(),
+        task = asyncio.create_task(run_once(probe, redactor=Redactor(),
                                             on_result=recorder.record, live=recorder.live))
         assert await wait_for(lambda: srv.received >= 1)
         assert registry.get_sample_value("monitor_load_active", labels) == 1

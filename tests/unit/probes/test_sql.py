@@ -17,7 +17,7 @@ import aiomysql
 import pytest
 from aiohttp import web
 
-from monitor.config.loader import ConfigError, parse_config
+from monitor.config.loader import ConfigError
 from monitor.config.sql import SqlProbeConfig
 from monitor.probes import KINDS, build_probe
 from monitor.probes.base import ProbeFailure, Result
@@ -26,6 +26,8 @@ from monitor.probes.sql.dial import first_that_accepts
 from monitor.probes.sql.session import Marks
 from monitor.redact import Redactor
 from monitor.runner import run_once
+from tests.support import configs
+from tests.support.configs import probe_config
 from tests.support.faultproxy import client_sockets
 from tests.support.http_servers import serve_app, serve_raw
 
@@ -33,9 +35,8 @@ DRIVERS = ["postgres", "mysql"]
 
 
 def load(fields: dict[str, Any], environ: dict[str, str] | None = None) -> SqlProbeConfig:
-    entry = {"name": "db", "kind": "sql", "host": "127.0.0.1", "user": "monitor", **fields}
-    text = "probes:\n  - " + _flow(entry) + "\n"
-    probe: SqlProbeConfig = parse_config(text, environ or {}).probes[0]
+    fields = {"host": "127.0.0.1", "user": "monitor", **fields}
+    probe: SqlProbeConfig = probe_config("sql", environ=environ, **fields)
     return probe
 
 
@@ -45,16 +46,8 @@ def problems(fields: dict[str, Any]) -> list[str]:
     return caught.value.problems
 
 
-def _flow(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str):
-        return '"' + value + '"'
-    return str(value)
-
-
 async def run(config: SqlProbeConfig) -> Result:
-    return await run_once(build_probe(config), config, redactor=Redactor())
+    return await run_once(build_probe(config), redactor=Redactor())
 
 
 def fast(driver: str, port: int, **fields: Any) -> SqlProbeConfig:
@@ -110,11 +103,10 @@ def test_password_file_is_read_at_load_and_kept_secret(tmp_path: Path) -> None:
     (runs read it again when it changes: tests/integration/sql/test_sql_credentials.py)."""
     secret = tmp_path / "db-password"
     secret.write_text("file-secret-123\n")
-    text = "probes:\n  - " + _flow({
+    config = configs.load({
         "name": "db", "kind": "sql", "driver": "postgres", "host": "127.0.0.1",
         "user": "monitor", "password_file": str(secret),
-    }) + "\n"
-    config = parse_config(text, {})
+    })
     probe: SqlProbeConfig = config.probes[0]
     assert probe.password_value() == "file-secret-123"
     assert "file-secret-123" in config.secrets
@@ -175,11 +167,10 @@ def test_google_iam_excludes_a_password() -> None:
 
 def test_password_from_environment_is_a_secret() -> None:
     """password: ${DB_PASSWORD} is collected as a secret and hidden from repr."""
-    text = "probes:\n  - " + _flow({
+    config = configs.load({
         "name": "db", "kind": "sql", "driver": "mysql", "host": "127.0.0.1",
         "user": "monitor", "password": "${DB_PASSWORD}",
-    }) + "\n"
-    config = parse_config(text, {"DB_PASSWORD": "env-secret-456"})
+    }, environ={"DB_PASSWORD": "env-secret-456"})
     assert "env-secret-456" in config.secrets
     assert "env-secret-456" not in repr(config)
     assert config.probes[0].info_target() == "mysql://127.0.0.1:3306"

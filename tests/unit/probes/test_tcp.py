@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,8 +12,7 @@ import pytest
 from monitor.config.tcp import TcpProbeConfig
 from monitor.probes.base import Result
 from monitor.probes.tcp import TcpProbe
-from monitor.redact import Redactor
-from monitor.runner import run_once
+from tests.support.running import run_probe
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -34,7 +32,7 @@ def config(port: int, **fields: Any) -> TcpProbeConfig:
 
 
 async def run(cfg: TcpProbeConfig) -> Result:
-    return await run_once(TcpProbe(cfg), cfg, redactor=Redactor(), debug=True)
+    return await run_probe(TcpProbe(cfg), debug=True)
 
 
 async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -51,13 +49,6 @@ async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 
 async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.close()
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_connect_only_succeeds_and_records_connect_phase() -> None:
@@ -84,9 +75,9 @@ async def test_send_and_expect(fields: dict[str, Any], ok: bool) -> None:
         assert "+PONG ping" in result.detail  # the detail shows what came instead
 
 
-async def test_refused() -> None:
+async def test_refused(free_port: int) -> None:
     """Nothing listening -> connect_refused."""
-    result = await run(config(free_port()))
+    result = await run(config(free_port))
     assert (result.ok, result.reason) == (False, "connect_refused")
 
 

@@ -4,33 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 from monitor.config.tls import TlsProbeConfig
 from monitor.probes import KINDS
-from monitor.probes.base import ProbeFailure, Result, RunContext
+from monitor.probes.base import Result
 from monitor.probes.tls import EXPIRY, TlsProbe
+from tests.support.configs import probe_config
 from tests.support.http_servers import Certs, self_signed, serve_app, serve_raw
+from tests.support.running import run_probe
 
 
 def config(target: str, **fields: Any) -> TlsProbeConfig:
-    data = {"name": "cert", "kind": "tls", "interval": "30s", "timeout": "2s",
-            "target": target, **fields}
-    return TlsProbeConfig.model_validate(data)
+    fields = {"interval": "30s", "timeout": "2s", **fields}
+    cfg: TlsProbeConfig = probe_config("tls", target=target, **fields)
+    return cfg
 
 
 async def probe(target: str, **fields: Any) -> Result:
-    cfg = config(target, **fields)
-    ctx = RunContext(cfg.name, cfg.kind)
-    try:
-        return await TlsProbe(cfg).run(ctx)
-    except ProbeFailure as failure:
-        return ctx.failure(failure.reason, failure.detail)
+    return await run_probe(TlsProbe(config(target, **fields)))
 
 
 def expiry(result: Result) -> float | None:
@@ -45,11 +40,6 @@ def hello() -> web.Application:
     app = web.Application()
     app.router.add_get("/", handler)
     return app
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> Certs:
-    return Certs(tmp_path)
 
 
 def in_days(days: float) -> dt.datetime:
@@ -180,12 +170,9 @@ async def test_handshake_never_answered_is_timeout() -> None:
     assert "TLS handshake" in result.detail
 
 
-async def test_refused_is_connect_refused() -> None:
+async def test_refused_is_connect_refused(free_port: int) -> None:
     """A closed port fails with connect_refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    result = await probe(f"127.0.0.1:{port}")
+    result = await probe(f"127.0.0.1:{free_port}")
     assert result.reason == "connect_refused"
 
 
@@ -205,7 +192,7 @@ async def test_expiry_gauge_through_the_recorder(certs: Certs) -> None:
     async with serve_app(hello(), ssl_context=context) as server:
         cfg = config(server.target, tls={"ca_file": str(certs.ca_file)})
         recorder.register(cfg)
-        result = await run_once(TlsProbe(cfg), cfg, redactor=Redactor(),
+        result = await run_once(TlsProbe(cfg), redactor=Redactor(),
                                 on_result=recorder.record)
     assert result.ok, result.detail
     assert registry.get_sample_value(EXPIRY, {"probe": "cert", "kind": "tls"}) == \
