@@ -31,6 +31,8 @@ from monitor.status import build_status
 from tests.support.agent import AgentServer, serve_agent, silent_server
 from tests.support.tinyproxy import free_port, serve_tinyproxy
 
+pytestmark = pytest.mark.external  # tinyproxy
+
 USER, PASSWORD = "probe", "s3cret-ws-proxy-pw"
 # What Proxy-Authorization carries: as secret as the password.
 BASIC_TOKEN = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -77,7 +79,7 @@ async def walk(journey: list[dict[str, Any]], env: dict[str, str] | None = None)
     config = parse_config(yaml.safe_dump({"probes": [probe]}),
                           {"AGENT_PASSWORD": DEMO_PASSWORD, **(env or {})})
     cfg = config.probes[0]
-    return await run_once(build_probe(cfg), cfg, redactor=Redactor(config.secrets),
+    return await run_once(build_probe(cfg), redactor=Redactor(config.secrets),
                           debug=True)
 
 
@@ -204,7 +206,7 @@ async def test_password_stays_out_of_traces_logs_and_status(tmp_path: Path, ca: 
                 for cfg in config.probes:
                     probe = build_probe(cfg)
                     recorder.register(cfg, probe.registration_samples())
-                    result = await run_once(probe, cfg, redactor=redactor, debug=True)
+                    result = await run_once(probe, redactor=redactor, debug=True)
                     recorder.record(result)
                     results.append(result)
             proxy_log = proxy.log_text()
