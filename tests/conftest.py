@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,24 @@ class ProbeRunner:
 @pytest.fixture
 def run_probe() -> ProbeRunner:
     return ProbeRunner()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Under the test command (MONITOR_REQUIRE_EXTERNAL=1, also set by CI) an
+    ``external`` test that skips (its binary is missing) fails instead: a run
+    that silently skipped nginx or PostgreSQL tests would pass without them."""
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("external")
+    required = marker is not None and not marker.kwargs.get("optional", False)
+    if report.skipped and required and _external_required():
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = (f"required external binary missing (scripts/test.sh installs it): "
+                           f"{reason}")
+
+
+def _external_required() -> bool:
+    return any(os.environ.get(name) for name in
+               ("MONITOR_REQUIRE_EXTERNAL", "MONITOR_REQUIRE_DATABASES", "CI"))

@@ -18,6 +18,7 @@ from tests.support.http_servers import Served, serve_app
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.external,
     pytest.mark.skipif(not chromium_available(),
                        reason="needs Debian's chromium (apt-get install chromium)"),
 ]

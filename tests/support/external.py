@@ -15,14 +15,18 @@ import pytest
 T = TypeVar("T")
 
 
-def needs(*binaries: str, install: str) -> Callable[[T], T]:
-    """Mark a test ``external`` and skip it, naming the package, when a binary is missing."""
+def needs(*binaries: str, install: str, optional: bool = False) -> Callable[[T], T]:
+    """Mark a test ``external`` and skip it, naming the package, when a binary is missing.
+
+    Under the test command a missing binary fails the test (tests/conftest.py),
+    unless ``optional``: a binary the test command cannot install (kubectl is
+    in no Debian 12 package of a usable version)."""
     missing = [name for name in binaries if shutil.which(name) is None]
     skip = pytest.mark.skipif(bool(missing),
                               reason=f"needs {', '.join(missing)} ({install})")
 
     def mark(test: T) -> T:
-        marked: T = skip(pytest.mark.external(test))
+        marked: T = skip(pytest.mark.external(optional=optional)(test))
         return marked
 
     return mark

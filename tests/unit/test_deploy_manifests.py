@@ -91,7 +91,7 @@ def test_kustomization_lists_every_manifest() -> None:
     assert listed == present
 
 
-@needs("kubectl", install="kubectl not installed")
+@needs("kubectl", install="kubectl not installed", optional=True)
 def test_kustomize_builds() -> None:
     """`kubectl kustomize` renders the directory offline, with the image set."""
     out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True,
