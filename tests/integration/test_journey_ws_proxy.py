@@ -291,6 +291,8 @@ async def test_proxy_answers(head: bytes, reason: str, words: str) -> None:
     assert f"{words} 127.0.0.1:{port}" in result.detail, result.detail
 
 
+# uvloop is an optional extra (monitor[uvloop]), not a required binary: may skip.
+@pytest.mark.external(optional=True)
 def test_the_tunnel_on_uvloop(tmp_path: Path, ca: trustme.CA, ca_file: str) -> None:
     """The daemon runs on uvloop when it is installed (monitor run --loop auto), and
     the tunnel hands its socket from one transport to another: wss, ws and a 407
