@@ -32,8 +32,8 @@ Failure reasons for this kind:
                       JSON check of ``expect`` failed (:mod:`monitor.probes.expect`;
                       the detail names the check), slower than ``max_duration``
 
-The request goes through :mod:`monitor.probes.httpclient`, which never retries
-and decodes bodies with :mod:`monitor.probes.compression`.
+The request goes through :mod:`monitor.net.fetch`, which never retries
+and decodes bodies with :mod:`monitor.net.compression`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ from urllib.parse import urlsplit
 from monitor.config.common import classify_origin
 from monitor.config.http import HttpProbeConfig, version_matches
 from monitor.config.proxy import bypassed
+from monitor.gcp.tokens import IdTokenProvider, with_id_token
+from monitor.net.fetch import Response, fetch, request_of
 from monitor.net.proxy import PROXY_PHASE
 from monitor.probes.base import (
     Probe,
@@ -56,8 +58,6 @@ from monitor.probes.base import (
     zero,
 )
 from monitor.probes.expect import check_response
-from monitor.probes.httpclient import Response, fetch, request_of
-from monitor.probes.idtoken import IdTokenProvider, with_id_token
 from monitor.tracecontext import start_trace
 
 RESPONSES = "monitor_http_responses_total"

@@ -2,7 +2,7 @@
 
 One run runs the configured steps in order; the first failing step ends
 the run, and the WebSocket is always closed. ``http`` steps go through the
-house client (:mod:`monitor.probes.httpclient` on :mod:`monitor.net`: a
+house client (:mod:`monitor.net.fetch` on :mod:`monitor.net`: a
 fresh connection per request, nothing retried, the same resolver, TLS
 contexts and reasons as ``kind: http``); WebSocket steps through aiohttp
 (a session with no connection reuse). It measures whether each step
@@ -68,9 +68,11 @@ from monitor.config.journey import (
     WsSendStep,
 )
 from monitor.config.types import format_duration
+from monitor.gcp.tokens import id_token_header
 from monitor.net.connect import Progress
 from monitor.net.errors import classify as classify_net
 from monitor.net.exhaustion import own_exhaustion
+from monitor.net.fetch import Request, Response, fetch
 from monitor.net.proxy import PROXY_PHASE
 from monitor.net.resolve import FAMILIES
 from monitor.net.tlsctx import client_context
@@ -84,8 +86,6 @@ from monitor.probes.base import (
     zero,
 )
 from monitor.probes.expect import check_response
-from monitor.probes.httpclient import Request, Response, fetch
-from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
 from monitor.templates import render, render_json
 from monitor.tracecontext import start_trace

@@ -42,6 +42,8 @@ from urllib.parse import urlsplit
 from monitor.config.common import classify_origin
 from monitor.config.lb import LbProbeConfig
 from monitor.config.net import IpFamily
+from monitor.gcp.tokens import with_id_token
+from monitor.net.fetch import Request, Response, fetch, request_of
 from monitor.net.resolve import resolve, sort_addresses
 from monitor.probes.base import (
     Probe,
@@ -52,8 +54,6 @@ from monitor.probes.base import (
     Sample,
     response_series,
 )
-from monitor.probes.httpclient import Request, Response, fetch, request_of
-from monitor.probes.idtoken import with_id_token
 from monitor.tracecontext import start_trace
 
 RESPONSES = "monitor_http_responses_total"

@@ -35,6 +35,8 @@ from typing import Any
 import structlog
 
 from monitor.config.load import LoadProbeConfig
+from monitor.gcp.tokens import with_id_token
+from monitor.net.fetch import fetch, request_of
 from monitor.probes.base import (
     INITIAL_CODES,
     Probe,
@@ -45,8 +47,6 @@ from monitor.probes.base import (
     Sample,
     zero,
 )
-from monitor.probes.httpclient import fetch, request_of
-from monitor.probes.idtoken import with_id_token
 from monitor.tracecontext import start_trace
 
 log = structlog.get_logger("monitor.probes.load")
