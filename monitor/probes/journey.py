@@ -50,7 +50,7 @@ import re
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, Final, NoReturn
 
 import aiohttp
 
@@ -69,6 +69,7 @@ from monitor.config.journey import (
 )
 from monitor.config.types import format_duration
 from monitor.gcp.tokens import id_token_header
+from monitor.metricnames import ObservedName
 from monitor.net.connect import Progress
 from monitor.net.errors import classify as classify_net
 from monitor.net.exhaustion import own_exhaustion
@@ -101,7 +102,7 @@ _ABNORMAL_CLOSE = 1006
 _MESSAGE_TOO_BIG = 1009
 _DNS_ERROR: Any = getattr(aiohttp, "ClientConnectorDNSError", ())
 HTTP_PHASES = ("dns", "connect", "tls", "ttfb", "transfer")
-PHASE_METRIC = "monitor_http_phase_duration_seconds"
+PHASE_METRIC: Final = "monitor_http_phase_duration_seconds"
 _CHARSET = re.compile(r"charset=\"?([A-Za-z0-9._:-]+)", re.IGNORECASE)
 
 
@@ -114,7 +115,7 @@ class StepOutcome:
 class JourneyProbe(Probe[JourneyProbeConfig]):
     """Runs the steps of a ``kind: journey`` config; one `_Walk` per run."""
 
-    phase_metric: ClassVar[str | None] = None
+    phase_metric: ClassVar[ObservedName | None] = None
 
     def __init__(self, config: JourneyProbeConfig) -> None:
         super().__init__(config)

@@ -37,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import urlsplit
 
 from monitor.config.common import classify_origin
@@ -56,9 +57,9 @@ from monitor.probes.base import (
 )
 from monitor.tracecontext import start_trace
 
-RESPONSES = "monitor_http_responses_total"
-BACKEND_RESPONSES = "monitor_lb_backend_responses_total"
-ADDRESS_SUCCESS = "monitor_lb_address_success"
+RESPONSES: Final = "monitor_http_responses_total"
+BACKEND_RESPONSES: Final = "monitor_lb_backend_responses_total"
+ADDRESS_SUCCESS: Final = "monitor_lb_address_success"
 # Backend label values are cut to this length (they come from responses).
 MAX_BACKEND_CHARS = 64
 OTHER = "other"

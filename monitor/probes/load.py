@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -50,9 +50,9 @@ from monitor.probes.base import (
 from monitor.tracecontext import start_trace
 
 log = structlog.get_logger("monitor.probes.load")
-REQUESTS = "monitor_load_requests_total"
-LATENCY = "monitor_load_latency_seconds"
-ACTIVE = "monitor_load_active"
+REQUESTS: Final = "monitor_load_requests_total"
+LATENCY: Final = "monitor_load_latency_seconds"
+ACTIVE: Final = "monitor_load_active"
 
 
 def schedule(rate: float, duration: float) -> list[float]:
