@@ -64,8 +64,8 @@ from monitor.config.http import header_items
 from monitor.config.types import split_host_port
 from monitor.net.connect import Progress, format_address, resolve_timed, tcp_connect
 from monitor.net.errors import classify
+from monitor.net.fetch import Request, fetch
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
-from monitor.probes.httpclient import Request, fetch
 from monitor.probes.tcp import close_writer
 from monitor.tracecontext import start_trace
 

@@ -2,7 +2,7 @@
 
 One run runs the configured steps in order; the first failing step ends
 the run, and the WebSocket is always closed. ``http`` steps go through the
-house client (:mod:`monitor.probes.httpclient` on :mod:`monitor.net`: a
+house client (:mod:`monitor.net.fetch` on :mod:`monitor.net`: a
 fresh connection per request, nothing retried, the same resolver, TLS
 contexts and reasons as ``kind: http``); WebSocket steps through aiohttp
 (a session with no connection reuse), a ``ws_connect`` with ``proxy_url``
@@ -53,7 +53,7 @@ import re
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, Final, NoReturn
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -73,10 +73,13 @@ from monitor.config.journey import (
 )
 from monitor.config.proxy import ProxyURL, bypassed
 from monitor.config.types import format_duration
+from monitor.gcp.tokens import id_token_header
+from monitor.metricnames import ObservedName
 from monitor.net import proxy as proxies
 from monitor.net.connect import Progress
 from monitor.net.errors import classify as classify_net
 from monitor.net.exhaustion import own_exhaustion
+from monitor.net.fetch import Request, Response, fetch
 from monitor.net.proxy import PROXY_PHASE
 from monitor.net.resolve import FAMILIES, IpFamily
 from monitor.net.tlsctx import client_context
@@ -90,8 +93,6 @@ from monitor.probes.base import (
     zero,
 )
 from monitor.probes.expect import check_response
-from monitor.probes.httpclient import Request, Response, fetch
-from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
 from monitor.templates import render, render_json
 from monitor.tracecontext import start_trace
@@ -107,7 +108,7 @@ _ABNORMAL_CLOSE = 1006
 _MESSAGE_TOO_BIG = 1009
 _DNS_ERROR: Any = getattr(aiohttp, "ClientConnectorDNSError", ())
 HTTP_PHASES = ("dns", "connect", "tls", "ttfb", "transfer")
-PHASE_METRIC = "monitor_http_phase_duration_seconds"
+PHASE_METRIC: Final = "monitor_http_phase_duration_seconds"
 _CHARSET = re.compile(r"charset=\"?([A-Za-z0-9._:-]+)", re.IGNORECASE)
 
 
@@ -120,7 +121,7 @@ class StepOutcome:
 class JourneyProbe(Probe[JourneyProbeConfig]):
     """Runs the steps of a ``kind: journey`` config; one `_Walk` per run."""
 
-    phase_metric: ClassVar[str | None] = None
+    phase_metric: ClassVar[ObservedName | None] = None
 
     def __init__(self, config: JourneyProbeConfig) -> None:
         super().__init__(config)
