@@ -1,4 +1,4 @@
-"""CPU of decoding compressed bodies (monitor/probes/compression.py), in this process.
+"""CPU of decoding compressed bodies (monitor/net/compression.py), in this process.
 
     plain       an uncompressed 10 KB JSON health body (decode_body returns it)
     gzip-10k    the same body gzip'd (about 0.8 KB on the wire)
@@ -17,8 +17,8 @@ import statistics
 import time
 from collections.abc import Callable
 
+from monitor.net.compression import decode_body
 from monitor.probes.base import ProbeFailure
-from monitor.probes.compression import decode_body
 
 CAP = 1024 * 1024
 ROUNDS = 5

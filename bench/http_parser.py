@@ -37,7 +37,7 @@ import h11
 import structlog
 import trustme
 
-import monitor.probes.httpclient as httpclient
+import monitor.net.fetch as fetch_module
 from monitor.config.http import HttpProbeConfig
 from monitor.net.errors import Closed, ProtocolError, TooLarge
 from monitor.net.http1 import MAX_HEAD_BYTES, Data, End, Event, Head, ResponseParser
@@ -180,11 +180,11 @@ async def run_variants(cert_dir: Path, plain_port: int, tls_port: int, requests:
 
             count = requests if scheme == "http" else max(requests // 4, 50)
             for variant in ("own", "h11"):
-                httpclient.ResponseParser = parsers[variant]  # type: ignore[misc]
+                fetch_module.ResponseParser = parsers[variant]  # type: ignore[misc]
                 try:
                     figure = await measure(one, count)
                 finally:
-                    httpclient.ResponseParser = ResponseParser  # type: ignore[misc]
+                    fetch_module.ResponseParser = ResponseParser  # type: ignore[misc]
                 results.setdefault(f"{scheme} {variant}", []).append(figure)
         results.setdefault("parse own", []).append(parse_only(ResponseParser, 20000))
         results.setdefault("parse h11", []).append(parse_only(H11Parser, 20000))

@@ -4,7 +4,7 @@ Starts an aiohttp server in a separate process on 127.0.0.1 (its CPU is not
 counted), then, in this process, runs sequential requests with a fresh
 connection each and divides this process's CPU time by their number:
 
-    fetch        monitor.probes.httpclient.fetch (what every HTTP kind uses)
+    fetch        monitor.net.fetch.fetch (what every HTTP kind uses)
     probe        a whole `kind: http` run through monitor.runner.run_once
                  (RunContext, origin counting, expect checks, redaction)
     aiohttp      aiohttp.ClientSession with force_close=True (a fresh
@@ -35,8 +35,8 @@ import structlog
 import trustme
 
 from monitor.config.http import HttpProbeConfig
+from monitor.net.fetch import Request, fetch
 from monitor.probes.http import HttpProbe
-from monitor.probes.httpclient import Request, fetch
 from monitor.redact import Redactor
 from monitor.runner import run_once
 

@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 import structlog
 
@@ -61,7 +61,7 @@ Attribution = Literal[
     "lookup_failed",
 ]
 ATTRIBUTIONS: tuple[str, ...] = get_args(Attribution)
-METRIC = "monitor_http_failure_attribution_total"
+METRIC: Final = "monitor_http_failure_attribution_total"
 DROPPED = ("queue_full", "rate_limited")
 # Kinds whose failures are looked up: one request (http) or a few (lb,
 # journey). A load or burst run is thousands of requests whose failures are

@@ -26,8 +26,8 @@ from typing import Any
 import aiohttp
 
 from monitor import USER_AGENT
+from monitor.gcp.tokens import IdTokenProvider
 from monitor.probes.base import ProbeFailure
-from monitor.probes.idtoken import IdTokenProvider
 from monitor.probes.sql.credentials import fetch_google_access_token
 
 SCOPES = ("https://www.googleapis.com/auth/logging.read",)

@@ -21,9 +21,9 @@ from monitor import __version__, attribution
 from monitor.config import Config, ConfigError, ConfigSource, ProbeConfig
 from monitor.config.common import TLSOptions
 from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.net.tlsctx import client_context as ssl_context
 from monitor.probes import build_probe
 from monitor.probes.base import Probe, ProbeFailure
-from monitor.probes.httpclient import ssl_context
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once

@@ -210,6 +210,8 @@ class Scheduler:
         self._on_skipped(name)
 
     async def _guarded(self, name: str) -> None:
+        if name not in self._jobs:
+            return  # removed between its timer and the task's first step: no run
         try:
             await self._run(name)
         except asyncio.CancelledError:

@@ -21,7 +21,7 @@ from monitor.config.common import (
 )
 from monitor.config.expect import ResponseChecks
 from monitor.config.net import IpFamily
-from monitor.config.proxy import NoProxyList, ProxyURL
+from monitor.config.proxy import NoProxyList, ProxyURL, check_no_proxy
 from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, format_duration, shorten
 
@@ -159,8 +159,7 @@ class RequestModel(Strict):
     def _one_body(self) -> RequestModel:
         if self.json_body is not None and self.body is not None:
             raise ValueError("give either json or body, not both")
-        if self.no_proxy and self.proxy_url is None:
-            raise ValueError("no_proxy without proxy_url: there is no proxy to bypass")
+        check_no_proxy(self.proxy_url, self.no_proxy)
         return self
 
 

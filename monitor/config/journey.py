@@ -51,6 +51,7 @@ from monitor.config.http import (
     status_expected,
 )
 from monitor.config.net import IpFamily
+from monitor.config.proxy import NoProxyList, ProxyURL, check_no_proxy
 from monitor.config.tracing import TraceContextConfig
 from monitor.config.types import Duration, compile_regex, format_duration, parse_duration
 from monitor.templates import variables
@@ -202,6 +203,14 @@ class WsConnectStep(Strict):
     max_message_bytes: Annotated[int, Field(ge=1, le=MAX_MESSAGE_BYTES_CAP)] = (
         DEFAULT_MAX_MESSAGE_BYTES
     )
+    # As on http steps (config/proxy.py): a CONNECT tunnel for ws:// and wss://.
+    proxy_url: ProxyURL | None = None
+    no_proxy: NoProxyList = ()
+
+    @model_validator(mode="after")
+    def _proxy(self) -> WsConnectStep:
+        check_no_proxy(self.proxy_url, self.no_proxy)
+        return self
 
 
 class WsSendStep(Strict):

@@ -1,4 +1,5 @@
-"""`proxy_url` and `no_proxy` of the request model (http, lb, load, journey http steps).
+"""`proxy_url` and `no_proxy` of the request model (http, lb, load, journey http
+steps) and of journey ws_connect steps.
 
 ``proxy_url`` is ``http://[user:password@]host:port``: an HTTP proxy spoken
 to in clear (CONNECT for https targets, absolute-form requests for http).
@@ -187,9 +188,15 @@ NoProxyList = Annotated[tuple[NoProxy, ...], Field(max_length=MAX_NO_PROXY),
                         BeforeValidator(_split_commas)]
 
 
+def check_no_proxy(proxy_url: ProxyURL | None, no_proxy: Sequence[NoProxy]) -> None:
+    """``no_proxy`` means nothing without a proxy: say so rather than ignore it."""
+    if no_proxy and proxy_url is None:
+        raise ValueError("no_proxy without proxy_url: there is no proxy to bypass")
+
+
 def bypassed(no_proxy: Sequence[NoProxy], host: str) -> bool:
     """Whether ``host`` is reached directly (one of ``no_proxy`` matches it)."""
     return any(entry.matches(host) for entry in no_proxy)
 
 
-__all__ = ["MAX_NO_PROXY", "NoProxy", "NoProxyList", "ProxyURL", "bypassed"]
+__all__ = ["MAX_NO_PROXY", "NoProxy", "NoProxyList", "ProxyURL", "bypassed", "check_no_proxy"]

@@ -11,6 +11,12 @@
     errors.py      one classifier: (exception, stage) -> reason
     http1.py       an HTTP/1.x response parser without I/O (bytes in,
                    events out)
+    http2.py       HTTP/2 on one connection, on the ``h2`` state machine
+    proxy.py       through an HTTP proxy: CONNECT, or absolute-form for http
+    compression.py gzip and deflate bodies, decoded within the cap
+    fetch.py       the HTTP fetch on top: socket, phases, redirects, the
+                   HTTP/1.1 or HTTP/2 dispatch, proxies (http, lb, load,
+                   burst, journey's http steps)
     exhaustion.py  our own lack of resources is never the target's failure
 
 Resolver policy (the same for every kind): a name is resolved on every

@@ -16,7 +16,7 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from monitor.config.common import TLSOptions
 from monitor.net.errors import classify
@@ -95,8 +95,8 @@ class Stream:
 
     @property
     def ssl_object(self) -> ssl.SSLObject | None:
-        obj: Any = self.writer.get_extra_info("ssl_object")
-        return obj  # type: ignore[no-any-return]
+        # asyncio's get_extra_info is typed Any; "ssl_object" is an SSLObject or None.
+        return cast("ssl.SSLObject | None", self.writer.get_extra_info("ssl_object"))
 
     def close(self) -> None:
         # abort(): the socket closes at once, without a close_notify

@@ -1,6 +1,6 @@
 """One HTTP/2 request on a connection the probe owns, with the ``h2`` state machine.
 
-The fetch (:mod:`monitor.probes.httpclient`) opens the connection itself
+The fetch (:mod:`monitor.net.fetch`) opens the connection itself
 (:mod:`monitor.net.connect`: dns, connect and tls timed as for HTTP/1.1)
 and, when ALPN selected ``h2``, hands the stream here. ``h2`` does no I/O
 (bytes in, events out, bytes to send), so the socket, the clock and the

@@ -177,11 +177,27 @@ async def _tunnel(stream: Stream, proxy: ProxyURL, host: str, port: int,
     del headers  # a tunnel's answer carries nothing we use
 
 
+async def open_tunnel(proxy: ProxyURL, host: str, port: int, run: Progress,
+                      family: IpFamily) -> Stream:
+    """A CONNECT tunnel to ``host:port`` through ``proxy`` with nothing spoken in
+    it yet: for callers that do their own TLS and protocol (a journey's
+    WebSocket: RFC 6455 4.1 asks for CONNECT for ws:// too, and aiohttp would
+    send ws:// in absolute form, which tinyproxy answers 400)."""
+    stream = await connect_proxy(proxy, run, family)
+    try:
+        await _tunnel(stream, proxy, host, port, run)
+    except BaseException:
+        stream.close()
+        raise
+    run.target = f"{authority(host, port)} via proxy {proxy.address}"
+    return stream
+
+
 def timed_out(proxy: ProxyURL, host: str, port: int, timeout: float) -> ProbeFailure:
     """The failure for the deadline hitting while the proxy had CONNECT."""
     return ProbeFailure("timeout", f"proxy {proxy.address} did not answer CONNECT "
                                    f"{authority(host, port)} within {timeout:.3g}s")
 
 
-__all__ = ["PROXY_PHASE", "authority", "connect_proxy", "open_via_proxy", "refused",
-           "timed_out"]
+__all__ = ["PROXY_PHASE", "authority", "connect_proxy", "open_tunnel", "open_via_proxy",
+           "refused", "timed_out"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 from monitor.config.common import ProbeBase
+from monitor.metricnames import CounterName, GaugeName, MetricName, ObservedName
 
 # Failure reasons: a fixed list (it is a metric label). docs/architecture.md explains each.
 Reason = Literal[
@@ -104,7 +105,7 @@ class RunContext:
     """Collects what one run measures; a probe builds its Result through it."""
 
     def __init__(self, probe: str, kind: str, *, debug: bool = False,
-                 phase_metric: str | None = None,
+                 phase_metric: ObservedName | None = None,
                  live: Callable[[str, Sample], None] | None = None) -> None:
         self.probe = probe
         self.kind = kind
@@ -123,16 +124,16 @@ class RunContext:
         """Add ``seconds`` to phase ``name`` (phases add up over redirects)."""
         self.phases[name] = self.phases.get(name, 0.0) + seconds
 
-    def inc(self, metric: str, value: float = 1.0, **labels: str) -> None:
+    def inc(self, metric: CounterName, value: float = 1.0, **labels: str) -> None:
         self.samples.append(Sample(metric, tuple(labels.items()), value, "inc"))
 
-    def set(self, metric: str, value: float, **labels: str) -> None:
+    def set(self, metric: GaugeName, value: float, **labels: str) -> None:
         self.samples.append(Sample(metric, tuple(labels.items()), value, "set"))
 
-    def observe(self, metric: str, value: float, **labels: str) -> None:
+    def observe(self, metric: ObservedName, value: float, **labels: str) -> None:
         self.samples.append(Sample(metric, tuple(labels.items()), value, "observe"))
 
-    def live_set(self, metric: str, value: float, **labels: str) -> None:
+    def live_set(self, metric: GaugeName, value: float, **labels: str) -> None:
         """Set a gauge now, not when the run ends (``monitor_load_active``).
 
         Outside the daemon (``monitor check``) there is nothing to set.
@@ -189,7 +190,7 @@ class Probe(Generic[C]):
     recorder observes each phase of ``ctx.phase`` into it, once per run).
     """
 
-    phase_metric: ClassVar[str | None] = None
+    phase_metric: ClassVar[ObservedName | None] = None
     # The phases a run reports; their series exist from registration on.
     phases: ClassVar[tuple[str, ...]] = ()
 
@@ -218,7 +219,7 @@ class Probe(Generic[C]):
 INITIAL_CODES = ("200", "429", "500", "502", "503", "504")
 
 
-def zero(metric: str, **labels: str) -> Sample:
+def zero(metric: MetricName, **labels: str) -> Sample:
     """A counter or histogram series created at zero, before any run."""
     return Sample(metric, tuple(labels.items()), 0.0, "touch")
 

@@ -55,7 +55,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from monitor.config.burst import BurstProbeConfig
@@ -64,8 +64,8 @@ from monitor.config.http import header_items
 from monitor.config.types import split_host_port
 from monitor.net.connect import Progress, format_address, resolve_timed, tcp_connect
 from monitor.net.errors import classify
+from monitor.net.fetch import Request, fetch
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
-from monitor.probes.httpclient import Request, fetch
 from monitor.probes.tcp import close_writer
 from monitor.tracecontext import start_trace
 
@@ -162,7 +162,8 @@ class BurstProbe(Probe[BurstProbeConfig]):
             causes: Counter[str] = Counter()
             for report in reports:
                 causes.update(report.causes)
-            reason: Reason = causes.most_common(1)[0][0] if causes else "error"  # type: ignore[assignment]
+            # The causes are reasons of the connect classifier, counted as strings.
+            reason = cast(Reason, causes.most_common(1)[0][0]) if causes else "error"
             note = failing.notes[0] if failing.notes else ""
             return ctx.failure(reason, f"no connection got through: {failing.summary()}"
                                + (f"; {note}" if note else ""))

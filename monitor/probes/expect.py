@@ -43,7 +43,7 @@ from monitor.probes.base import ProbeFailure
 
 # How much of what was found a detail quotes (the detail itself is capped).
 QUOTE_CHARS = 80
-# Never quoted, whatever the config asserts about them (as in httpclient's traces).
+# Never quoted, whatever the config asserts about them (as in monitor/net/fetch.py's traces).
 CREDENTIAL_HEADERS = frozenset({
     "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
 })

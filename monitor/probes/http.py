@@ -32,18 +32,21 @@ Failure reasons for this kind:
                       JSON check of ``expect`` failed (:mod:`monitor.probes.expect`;
                       the detail names the check), slower than ``max_duration``
 
-The request goes through :mod:`monitor.probes.httpclient`, which never retries
-and decodes bodies with :mod:`monitor.probes.compression`.
+The request goes through :mod:`monitor.net.fetch`, which never retries
+and decodes bodies with :mod:`monitor.net.compression`.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 from urllib.parse import urlsplit
 
 from monitor.config.common import classify_origin
 from monitor.config.http import HttpProbeConfig, version_matches
 from monitor.config.proxy import bypassed
+from monitor.gcp.tokens import IdTokenProvider, with_id_token
+from monitor.metricnames import ObservedName
+from monitor.net.fetch import Response, fetch, request_of
 from monitor.net.proxy import PROXY_PHASE
 from monitor.probes.base import (
     Probe,
@@ -56,17 +59,16 @@ from monitor.probes.base import (
     zero,
 )
 from monitor.probes.expect import check_response
-from monitor.probes.httpclient import Response, fetch, request_of
-from monitor.probes.idtoken import IdTokenProvider, with_id_token
 from monitor.tracecontext import start_trace
 
-RESPONSES = "monitor_http_responses_total"
+RESPONSES: Final = "monitor_http_responses_total"
+PHASES: Final = "monitor_http_phase_duration_seconds"
 # How much of a body a failure detail quotes (the detail itself is capped).
 DETAIL_BODY_CHARS = 80
 
 
 class HttpProbe(Probe[HttpProbeConfig]):
-    phase_metric: ClassVar[str | None] = "monitor_http_phase_duration_seconds"
+    phase_metric: ClassVar[ObservedName | None] = PHASES
     phases: ClassVar[tuple[str, ...]] = ("dns", "connect", "tls", "ttfb", "transfer")
     config: HttpProbeConfig
 
@@ -80,7 +82,7 @@ class HttpProbe(Probe[HttpProbeConfig]):
     def initial_samples(self) -> list[Sample]:
         samples = response_series(rule.name for rule in self.config.origins)
         if self.config.proxy_url is not None:  # only probes that can have the phase
-            samples.append(zero(self.phase_metric or "", phase=PROXY_PHASE))
+            samples.append(zero(PHASES, phase=PROXY_PHASE))
         return samples
 
     async def run(self, ctx: RunContext) -> Result:

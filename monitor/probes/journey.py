@@ -2,10 +2,12 @@
 
 One run runs the configured steps in order; the first failing step ends
 the run, and the WebSocket is always closed. ``http`` steps go through the
-house client (:mod:`monitor.probes.httpclient` on :mod:`monitor.net`: a
+house client (:mod:`monitor.net.fetch` on :mod:`monitor.net`: a
 fresh connection per request, nothing retried, the same resolver, TLS
 contexts and reasons as ``kind: http``); WebSocket steps through aiohttp
-(a session with no connection reuse). It measures whether each step
+(a session with no connection reuse), a ``ws_connect`` with ``proxy_url``
+on a CONNECT tunnel of :mod:`monitor.net.proxy` (for ws:// too), so a
+proxy's failure reads as on http steps. It measures whether each step
 succeeded and how long it took (``monitor_journey_step_success`` /
 ``_duration_seconds{step}``), exports the http steps' phases summed over
 the run as ``monitor_http_phase_duration_seconds{phase}`` (dns, connect,
@@ -26,8 +28,9 @@ Failure reasons, always with the failing step named in the detail:
     http_status       an http step got a status it does not expect, a
                       WebSocket upgrade was answered with a status other than
                       101, 401, 403 or 429, or redirects ran out
-    auth              a WebSocket upgrade was answered 401 or 403; an http
-                      step's proxy (``proxy_url``) answered 407, 401 or 403
+    auth              a WebSocket upgrade was answered 401 or 403; a step's
+                      proxy (``proxy_url``, http and ws_connect) answered
+                      407, 401 or 403
     capacity          an http step or an upgrade was answered 429
     assertion         a check of ``expect`` failed (``http_version``: another
                       protocol was negotiated), an ``extract``
@@ -50,7 +53,8 @@ import re
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, Final, NoReturn
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -67,12 +71,17 @@ from monitor.config.journey import (
     WsExpectStep,
     WsSendStep,
 )
+from monitor.config.proxy import ProxyURL, bypassed
 from monitor.config.types import format_duration
+from monitor.gcp.tokens import id_token_header
+from monitor.metricnames import ObservedName
+from monitor.net import proxy as proxies
 from monitor.net.connect import Progress
 from monitor.net.errors import classify as classify_net
 from monitor.net.exhaustion import own_exhaustion
+from monitor.net.fetch import Request, Response, fetch
 from monitor.net.proxy import PROXY_PHASE
-from monitor.net.resolve import FAMILIES
+from monitor.net.resolve import FAMILIES, IpFamily
 from monitor.net.tlsctx import client_context
 from monitor.probes.base import (
     Probe,
@@ -84,8 +93,6 @@ from monitor.probes.base import (
     zero,
 )
 from monitor.probes.expect import check_response
-from monitor.probes.httpclient import Request, Response, fetch
-from monitor.probes.idtoken import id_token_header
 from monitor.redact import Redactor
 from monitor.templates import render, render_json
 from monitor.tracecontext import start_trace
@@ -101,7 +108,7 @@ _ABNORMAL_CLOSE = 1006
 _MESSAGE_TOO_BIG = 1009
 _DNS_ERROR: Any = getattr(aiohttp, "ClientConnectorDNSError", ())
 HTTP_PHASES = ("dns", "connect", "tls", "ttfb", "transfer")
-PHASE_METRIC = "monitor_http_phase_duration_seconds"
+PHASE_METRIC: Final = "monitor_http_phase_duration_seconds"
 _CHARSET = re.compile(r"charset=\"?([A-Za-z0-9._:-]+)", re.IGNORECASE)
 
 
@@ -114,7 +121,7 @@ class StepOutcome:
 class JourneyProbe(Probe[JourneyProbeConfig]):
     """Runs the steps of a ``kind: journey`` config; one `_Walk` per run."""
 
-    phase_metric: ClassVar[str | None] = None
+    phase_metric: ClassVar[ObservedName | None] = None
 
     def __init__(self, config: JourneyProbeConfig) -> None:
         super().__init__(config)
@@ -137,6 +144,51 @@ class JourneyProbe(Probe[JourneyProbeConfig]):
         return client_context(options, alpn=())
 
 
+@dataclass(slots=True)
+class _Route:
+    """The proxy the next WebSocket connection goes through, and how."""
+
+    proxy: ProxyURL
+    progress: Progress
+    family: IpFamily
+    ssl: ssl.SSLContext | None  # None for ws://
+    server_name: str | None
+
+
+class _TunnelConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, but a connection with ``route`` set is a CONNECT
+    tunnel opened by :mod:`monitor.net.proxy` (the http steps' code: the same
+    phases, reasons and "proxy HOST:PORT" details), with aiohttp's TLS and
+    WebSocket on top. aiohttp's own ``proxy=`` would send ws:// in absolute
+    form (``GET ws://host/path``), which tinyproxy answers 400; RFC 6455 4.1
+    asks for CONNECT. ``_create_connection`` is the hook aiohttp's own Unix
+    and named-pipe connectors override."""
+
+    route: _Route | None = None
+
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        route, self.route = self.route, None
+        if route is None:
+            return await super()._create_connection(req, traces, timeout)
+        host, port = req.url.raw_host or "", req.port or 0
+        stream = await proxies.open_tunnel(route.proxy, host, port, route.progress,
+                                           route.family)
+        # The socket goes to aiohttp's protocol; the stream's transport lets go
+        # of it (nothing of the origin's is buffered: it speaks after our GET).
+        sock = stream.writer.get_extra_info("socket").dup()
+        stream.close()
+        route.progress.stage = "tls" if route.ssl is not None else "upgrade"
+        try:
+            _, protocol = await self._loop.create_connection(
+                self._factory, sock=sock, ssl=route.ssl,
+                server_hostname=(route.server_name or host) if route.ssl is not None else None)
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise classify_net(exc, "tls", route.progress.target) from None
+        route.progress.stage = "upgrade"
+        return protocol
+
+
 class _Walk:
     """One run of a journey: its session, WebSocket, variables and outcomes."""
 
@@ -151,6 +203,9 @@ class _Walk:
         self.lines: list[str] = []
         self.outcomes: dict[str, StepOutcome] = {}
         self.session: aiohttp.ClientSession | None = None
+        self.connector: _TunnelConnector | None = None
+        # The proxy, host and port of a ws_connect under way through a proxy.
+        self.at_proxy: tuple[ProxyURL, str, int] | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         # What the current step waits for, for its timeout detail.
         self.waiting = ""
@@ -184,7 +239,7 @@ class _Walk:
         limited = own is None or own > remaining
         budget = remaining if own is None or limited else own
         self.waiting, self.resolving, self.connecting = "", False, False
-        self.progress = None
+        self.progress, self.at_proxy = None, None
         started = time.monotonic()
         failure: tuple[Reason, str] | None = None
         try:
@@ -216,6 +271,17 @@ class _Walk:
         tail = f" (what was left of the journey's {format_duration(self.config.timeout)})"
         tail = tail if limited else ""
         stage = self.progress.stage if self.progress is not None else None
+        if self.at_proxy is not None and stage in ("dns", "connect", PROXY_PHASE):
+            via, host, port = self.at_proxy
+            if stage == PROXY_PHASE:
+                failure = proxies.timed_out(via, host, port, budget)
+                return failure.reason, failure.detail + tail
+            reason, detail = self._timed_out_direct(stage, spent, tail)
+            return reason, f"proxy {via.address}: {detail}"
+        return self._timed_out_direct(stage, spent, tail)
+
+    def _timed_out_direct(self, stage: str | None, spent: str, tail: str
+                          ) -> tuple[Reason, str]:
         if self.resolving or stage == "dns":
             return "dns", f"no DNS answer after {spent}{tail}"
         if self.connecting or stage == "connect":
@@ -317,6 +383,7 @@ class _Walk:
         self.tracing.update(headers)
         self.waiting = f"waiting for the upgrade of {shown}"
         session = self._session()
+        self._route(step, action, url)
         try:
             ws = await session.ws_connect(
                 url, headers=headers, protocols=action.subprotocols,
@@ -337,11 +404,36 @@ class _Walk:
                 raise ProbeFailure("protocol", f"invalid WebSocket handshake: {exc.message}") \
                     from None
             raise ProbeFailure("http_status", f"upgrade answered with HTTP {status}") from None
+        finally:
+            if self.connector is not None:
+                self.connector.route = None  # never for a later connection
         self.ws = ws
         self._trace(step, "< HTTP 101 Switching Protocols")
         if action.subprotocols and ws.protocol is None:
             raise ProbeFailure("protocol", "the server chose none of the offered subprotocols "
                                            f"({', '.join(action.subprotocols)})")
+
+    def _route(self, step: Step, action: WsConnectStep, url: str) -> None:
+        """Send the coming connection through ``proxy_url`` unless ``no_proxy``
+        matches the URL's host."""
+        proxy = action.proxy_url
+        parsed = _url_parts(url)
+        if proxy is None or parsed is None or bypassed(action.no_proxy, parsed[0]):
+            if proxy is not None:
+                self._trace(step, "* direct (no_proxy)")
+            return
+        host, port, secure = parsed
+        assert self.connector is not None
+        # Its own phases: the metric sums http steps only (as dns and connect
+        # of WebSocket steps are not in it); its stage tells what a timeout hit.
+        self.progress = Progress()
+        self.at_proxy = (proxy, host, port)
+        self.connector.route = _Route(
+            proxy, self.progress, self.config.ip_family,
+            self.probe.ssl_context(action.tls) if secure else None, action.tls.server_name)
+        self._trace(step, f"* CONNECT {proxies.authority(host, port)} via proxy "
+                          f"{proxy.address}" + (" (Proxy-Authorization sent)"
+                                                if proxy.authorization else ""))
 
     def _open_ws(self) -> aiohttp.ClientWebSocketResponse:
         if self.ws is None:  # config validation makes this a bug of ours
@@ -417,9 +509,10 @@ class _Walk:
             trace.on_dns_resolvehost_end.append(self._on_dns_end)
             trace.on_connection_create_start.append(self._on_connect_start)
             trace.on_connection_create_end.append(self._on_connect_end)
+            self.connector = _TunnelConnector(force_close=True, use_dns_cache=False,
+                                              family=FAMILIES[self.config.ip_family])
             self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False,
-                                               family=FAMILIES[self.config.ip_family]),
+                connector=self.connector,
                 headers={"User-Agent": USER_AGENT},
                 trace_configs=[trace],
                 timeout=aiohttp.ClientTimeout(total=None),  # our steps own the time
@@ -617,6 +710,20 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     if isinstance(exc, aiohttp.ClientResponseError):
         return "protocol", f"not a valid HTTP response: {_cut(exc.message, 120)}"
     return "protocol", f"{type(exc).__name__}: {_cut(str(exc), 120)}"
+
+
+def _url_parts(url: str) -> tuple[str, int, bool] | None:
+    """(host, port, wss?) of a rendered ws URL; None when it cannot be parsed
+    (aiohttp then fails it as an invalid URL)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    secure = parts.scheme.lower() == "wss"
+    return parts.hostname, port or (443 if secure else 80), secure
 
 
 def _cut(text: str, limit: int = TRACE_MESSAGE_CHARS) -> str:

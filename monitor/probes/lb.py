@@ -37,11 +37,14 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import urlsplit
 
 from monitor.config.common import classify_origin
 from monitor.config.lb import LbProbeConfig
 from monitor.config.net import IpFamily
+from monitor.gcp.tokens import with_id_token
+from monitor.net.fetch import Request, Response, fetch, request_of
 from monitor.net.resolve import resolve, sort_addresses
 from monitor.probes.base import (
     Probe,
@@ -52,13 +55,11 @@ from monitor.probes.base import (
     Sample,
     response_series,
 )
-from monitor.probes.httpclient import Request, Response, fetch, request_of
-from monitor.probes.idtoken import with_id_token
 from monitor.tracecontext import start_trace
 
-RESPONSES = "monitor_http_responses_total"
-BACKEND_RESPONSES = "monitor_lb_backend_responses_total"
-ADDRESS_SUCCESS = "monitor_lb_address_success"
+RESPONSES: Final = "monitor_http_responses_total"
+BACKEND_RESPONSES: Final = "monitor_lb_backend_responses_total"
+ADDRESS_SUCCESS: Final = "monitor_lb_address_success"
 # Backend label values are cut to this length (they come from responses).
 MAX_BACKEND_CHARS = 64
 OTHER = "other"

@@ -31,11 +31,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
 from monitor.config.load import LoadProbeConfig
+from monitor.gcp.tokens import with_id_token
+from monitor.net.fetch import fetch, request_of
 from monitor.probes.base import (
     INITIAL_CODES,
     Probe,
@@ -46,14 +48,12 @@ from monitor.probes.base import (
     Sample,
     zero,
 )
-from monitor.probes.httpclient import fetch, request_of
-from monitor.probes.idtoken import with_id_token
 from monitor.tracecontext import start_trace
 
 log = structlog.get_logger("monitor.probes.load")
-REQUESTS = "monitor_load_requests_total"
-LATENCY = "monitor_load_latency_seconds"
-ACTIVE = "monitor_load_active"
+REQUESTS: Final = "monitor_load_requests_total"
+LATENCY: Final = "monitor_load_latency_seconds"
+ACTIVE: Final = "monitor_load_active"
 
 
 def schedule(rate: float, duration: float) -> list[float]:

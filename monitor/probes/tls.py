@@ -27,14 +27,14 @@ from __future__ import annotations
 import ssl
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from monitor.config.tls import TlsProbeConfig
 from monitor.config.types import split_host_port
 from monitor.net.connect import open_connection
 from monitor.probes.base import Probe, ProbeFailure, Result, RunContext
 
-EXPIRY = "monitor_tls_cert_expiry_timestamp_seconds"
+EXPIRY: Final = "monitor_tls_cert_expiry_timestamp_seconds"
 
 
 class TlsProbe(Probe[TlsProbeConfig]):

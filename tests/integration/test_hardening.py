@@ -32,8 +32,8 @@ from monitor.demo.backends import Faults, backend_app
 from monitor.httpd import GatedSite, start_server
 from monitor.metrics import ConstLabelRegistry, Metrics
 from monitor.net.connect import open_connection
+from monitor.net.fetch import Request, fetch
 from monitor.probes.base import ProbeFailure
-from monitor.probes.httpclient import Request, fetch
 from monitor.redact import Redactor
 from monitor.server import make_app
 from tests.support.daemon_process import reasons, run_backend, run_daemon, sample

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from monitor.config.common import TLSOptions
+from monitor.net.fetch import Request, fetch
 from monitor.probes.base import RunContext
-from monitor.probes.httpclient import Request, fetch
 from tests.support.h2_nginx import STATUS, h2_nginx, logged, protocols, run, url
 
 pytestmark = pytest.mark.external  # nginx

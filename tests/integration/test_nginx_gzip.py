@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.nginx import serve_nginx
-from tests.unit.probes.test_compression import bomb
+from tests.unit.net.test_compression import bomb
 from tests.unit.probes.test_http import probe
 
 pytestmark = pytest.mark.external  # nginx

@@ -6,7 +6,7 @@ service accounts"; google-auth's ``google/auth/compute_engine/_metadata.py``
 is the client it must satisfy):
 
 - ``GET .../service-accounts/default/identity?audience=A&format=full``:
-  an ID token (a JWT) as plain text (monitor/probes/idtoken.py);
+  an ID token (a JWT) as plain text (monitor/gcp/tokens.py);
 - ``GET .../service-accounts/default/?recursive=true``: the account's
   ``email``, ``scopes`` and ``aliases`` as JSON (google-auth asks for it
   before every access token);

@@ -63,6 +63,12 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
     pytest.param("metrics.py", "import monitor.config", "leaves", id="metrics-imports-config"),
     pytest.param("daemon.py", "import monitor.check", "Layers", id="daemon-imports-check"),
     pytest.param("runner.py", "import monitor.cli", "Layers", id="runner-imports-cli"),
+    pytest.param("gcp/tokens.py", "import monitor.probes.http", "Layers",
+                 id="tokens-import-a-kind"),
+    pytest.param("net/fetch.py", "import monitor.gcp.tokens", "Layers",
+                 id="transport-imports-tokens"),
+    pytest.param("net/fetch.py", "import monitor.metrics", "never touch metrics",
+                 id="transport-imports-metrics"),
 ])
 def test_a_violating_import_fails_the_check(tree: Path, module: str, line: str,
                                             contract: str) -> None:

@@ -20,9 +20,9 @@ from structlog.testing import capture_logs
 
 from monitor.config import parse_config
 from monitor.config.tracing import TraceContextConfig
+from monitor.net.fetch import Request
 from monitor.probes import build_probe
 from monitor.probes.base import Result, RunContext
-from monitor.probes.httpclient import Request
 from monitor.redact import Redactor
 from monitor.runner import run_once
 from monitor.tracecontext import CLOUD_TRACE, TRACEPARENT, RunTrace, start_trace

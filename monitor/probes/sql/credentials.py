@@ -6,7 +6,7 @@
   Manager volume mount rewrites it, is used from the next run on).
 - ``auth: {google_iam: true}``: Cloud SQL IAM database authentication. The
   password is an OAuth 2.0 access token of the probe's Google identity,
-  from the same place the ID tokens of monitor/probes/idtoken.py come from:
+  from the same place the ID tokens of monitor/gcp/tokens.py come from:
   ``GOOGLE_APPLICATION_CREDENTIALS`` when set, else the metadata server
   (``GET /computeMetadata/v1/instance/service-accounts/default/token``, the
   path Cloud SQL connectors use). Cached and shared per scope, refreshed 5
@@ -26,8 +26,8 @@ from typing import Any
 
 from monitor.config.sql import MAX_SECRET_FILE_BYTES, SqlProbeConfig
 from monitor.config.types import read_file
+from monitor.gcp.tokens import IdTokenProvider
 from monitor.probes.base import ProbeFailure
-from monitor.probes.idtoken import IdTokenProvider
 
 # What Cloud SQL IAM database authentication asks of a token.
 SQL_LOGIN_SCOPE = "https://www.googleapis.com/auth/sqlservice.login"
@@ -46,7 +46,7 @@ def fetch_google_access_token(scope: str) -> tuple[str, float | None]:
         credentials, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
             os.environ["GOOGLE_APPLICATION_CREDENTIALS"], scopes=[scope])
     else:
-        # Straight to the metadata server (as idtoken.py does): google.auth.default()
+        # Straight to the metadata server (as monitor/gcp/tokens.py does): google.auth.default()
         # would first ping 169.254.169.254, ignoring GCE_METADATA_HOST.
         credentials = compute_engine.Credentials(scopes=[scope])  # type: ignore[no-untyped-call]
     credentials.refresh(request)

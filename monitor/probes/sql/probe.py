@@ -94,12 +94,13 @@ import asyncio
 import ssl
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Final
 
 import structlog
 
 from monitor.config.sql import SqlProbeConfig
 from monitor.config.types import format_duration
+from monitor.metricnames import ObservedName
 from monitor.net.exhaustion import executor_full
 from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
 from monitor.probes.sql import mysql, postgres
@@ -111,14 +112,14 @@ from monitor.probes.sql.tls import ContextCache
 
 log = structlog.get_logger("monitor.probes.sql")
 
-PHASES = "monitor_sql_phase_duration_seconds"
-CONNECT = "monitor_sql_connect_duration_seconds"
+PHASES: Final = "monitor_sql_phase_duration_seconds"
+CONNECT: Final = "monitor_sql_connect_duration_seconds"
 # The whole connect as a fraction of app_timeout: fixed buckets whatever the
 # app_timeout, so that the rules compare against 0.8 with no per-probe buckets.
-CONNECT_RATIO = "monitor_sql_connect_app_timeout_ratio"
-APP_TIMEOUT = "monitor_sql_app_timeout_seconds"
-USED = "monitor_sql_connections_used"
-MAX = "monitor_sql_connections_max"
+CONNECT_RATIO: Final = "monitor_sql_connect_app_timeout_ratio"
+APP_TIMEOUT: Final = "monitor_sql_app_timeout_seconds"
+USED: Final = "monitor_sql_connections_used"
+MAX: Final = "monitor_sql_connections_max"
 
 # Above this share of connections in use a burst could be what tips the
 # server over (docs/architecture.md: the probe must never exhaust it).
@@ -154,7 +155,7 @@ class BurstConnect:
 
 class SqlProbe(Probe[SqlProbeConfig]):
     config: SqlProbeConfig
-    phase_metric: ClassVar[str | None] = PHASES
+    phase_metric: ClassVar[ObservedName | None] = PHASES
     # tls joins them when tls.mode is not disable (initial_samples).
     phases: ClassVar[tuple[str, ...]] = ("connect", "startup", "query")
 

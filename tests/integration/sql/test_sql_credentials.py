@@ -23,9 +23,9 @@ from structlog.testing import capture_logs
 
 from monitor.config.loader import parse_config
 from monitor.config.sql import SqlProbeConfig
+from monitor.gcp.tokens import REFRESH_MARGIN_SECONDS, IdTokenProvider
 from monitor.probes import build_probe
 from monitor.probes.base import Probe, Result
-from monitor.probes.idtoken import REFRESH_MARGIN_SECONDS, IdTokenProvider
 from monitor.probes.sql import credentials
 from monitor.probes.sql.credentials import SQL_LOGIN_SCOPE, fetch_google_access_token
 from monitor.redact import Redactor

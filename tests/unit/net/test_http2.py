@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from monitor.config.common import TLSOptions
+from monitor.net.fetch import Request, fetch
 from monitor.net.http2 import request_headers
 from monitor.probes.base import ProbeFailure
-from monitor.probes.httpclient import Request, fetch
 from tests.support.h2server import BODY, serve_h2
 
 H2 = ("h2", "http/1.1")

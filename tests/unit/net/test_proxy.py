@@ -12,8 +12,8 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from monitor.config.proxy import NoProxy, NoProxyList, ProxyURL, bypassed
+from monitor.net.fetch import Request, fetch
 from monitor.probes.base import ProbeFailure
-from monitor.probes.httpclient import Request, fetch
 
 NO_PROXY: TypeAdapter[tuple[NoProxy, ...]] = TypeAdapter(NoProxyList)
 

@@ -456,7 +456,7 @@ def test_initial_samples_cover_codes_and_origins() -> None:
 async def test_google_id_token_sent_as_bearer_and_masked() -> None:
     """auth.google_id_token puts the provider's token in Authorization
     (replacing a configured one); the trace masks it."""
-    from monitor.probes.idtoken import IdTokenProvider
+    from monitor.gcp.tokens import IdTokenProvider
 
     token = "eyJ-fake-id-token-for-tests"
     audiences: list[str] = []
@@ -479,7 +479,7 @@ async def test_google_id_token_sent_as_bearer_and_masked() -> None:
 
 async def test_google_id_token_unavailable_is_auth() -> None:
     """No ID token: the run fails with auth and sends no request."""
-    from monitor.probes.idtoken import IdTokenProvider
+    from monitor.gcp.tokens import IdTokenProvider
 
     def no_token(audience: str) -> tuple[str, float]:
         raise OSError("metadata server unreachable")

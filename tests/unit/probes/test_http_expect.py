@@ -15,7 +15,7 @@ from monitor.probes.http import HttpProbe
 from monitor.redact import Redactor
 from monitor.runner import run_once
 from tests.support.http_servers import serve_app
-from tests.unit.probes.test_compression import bomb
+from tests.unit.net.test_compression import bomb
 from tests.unit.probes.test_http import probe
 
 BOMB = web.AppKey("bomb", bytes)

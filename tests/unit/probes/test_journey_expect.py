@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.support.http_servers import serve_app
-from tests.unit.probes.test_compression import bomb
+from tests.unit.net.test_compression import bomb
 from tests.unit.probes.test_journey import walk
 
 TOKEN = "eyJ-journey-token-0123456789"

@@ -1,4 +1,4 @@
-"""monitor.probes.idtoken against a fake GCE metadata server on 127.0.0.1."""
+"""monitor.gcp.tokens against a fake GCE metadata server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from monitor.config.common import Auth, GoogleIdToken
+from monitor.gcp.tokens import REFRESH_MARGIN_SECONDS, IdTokenProvider, id_token_header
 from monitor.probes.base import ProbeFailure
-from monitor.probes.idtoken import REFRESH_MARGIN_SECONDS, IdTokenProvider, id_token_header
 from tests.support.metadata import (
     Clock,
     FakeMetadata,
@@ -193,7 +193,7 @@ async def test_unknown_expiry_is_not_cached() -> None:
 async def test_fresh_process_honours_gce_metadata_host(metadata: FakeMetadata) -> None:
     """A new process with only GCE_METADATA_HOST set gets its token from the fake."""
     code = (
-        "import asyncio; from monitor.probes.idtoken import id_token_header; "
+        "import asyncio; from monitor.gcp.tokens import id_token_header; "
         "from monitor.config.common import Auth, GoogleIdToken; "
         f"a = Auth(google_id_token=GoogleIdToken(audience={AUDIENCE!r})); "
         "print(asyncio.run(id_token_header(a))['Authorization'])"

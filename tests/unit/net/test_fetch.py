@@ -1,4 +1,4 @@
-"""monitor.probes.httpclient: the probes' own HTTP/1.1 client, on 127.0.0.1."""
+"""monitor.net.fetch: the probes' own HTTP/1.1 client, on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 
 from monitor.config.common import TLSOptions
+from monitor.net.fetch import Request, Response, fetch, open_connection
 from monitor.probes.base import ProbeFailure, RunContext
-from monitor.probes.httpclient import Request, Response, fetch, open_connection
 from tests.support.http_servers import Certs, RawHandler, read_head, serve_app, serve_raw
 
 

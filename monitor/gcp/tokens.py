@@ -44,8 +44,8 @@ from typing import Any
 import structlog
 
 from monitor.config.common import Auth
+from monitor.net.fetch import Request
 from monitor.probes.base import ProbeFailure, bounded
-from monitor.probes.httpclient import Request
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,8 @@ import pytest
 from aiohttp import web
 
 from monitor.config import parse_config
-from monitor.probes import build_probe, idtoken
+from monitor.gcp import tokens
+from monitor.probes import build_probe
 from tests.support.http_servers import Served, serve_app
 from tests.support.running import run_probe
 
@@ -17,8 +18,8 @@ TOKEN = "eyJ.fake-id-token.sig"
 
 @pytest.fixture(autouse=True)
 def fake_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(idtoken, "DEFAULT_PROVIDER",
-                        idtoken.IdTokenProvider(lambda audience: (TOKEN, 9e9)))
+    monkeypatch.setattr(tokens, "DEFAULT_PROVIDER",
+                        tokens.IdTokenProvider(lambda audience: (TOKEN, 9e9)))
 
 
 @pytest.fixture

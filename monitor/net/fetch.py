@@ -71,6 +71,7 @@ from monitor.config.http import HttpRequestFields, request_body
 from monitor.config.proxy import NoProxy, ProxyURL, bypassed
 from monitor.net import http2
 from monitor.net import proxy as proxies
+from monitor.net.compression import ACCEPT_ENCODING, decode_body
 from monitor.net.connect import (
     READ_SIZE,
     Progress,
@@ -93,7 +94,6 @@ from monitor.net.resolve import IpFamily, ip_literal
 from monitor.net.tlsctx import HTTP_ALPN
 from monitor.net.tlsctx import client_context as ssl_context
 from monitor.probes.base import ProbeFailure, RunContext
-from monitor.probes.compression import ACCEPT_ENCODING, decode_body
 from monitor.redact import MASK, SENSITIVE_HEADERS
 
 # Shown in --debug traces (docs/probes/http.md: at most 4 KiB of a body is kept).

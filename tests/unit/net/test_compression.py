@@ -1,4 +1,4 @@
-"""monitor/probes/compression.py: gzip and deflate bodies decoded within max_body_bytes."""
+"""monitor/net/compression.py: gzip and deflate bodies decoded within max_body_bytes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
+from monitor.net.compression import MAX_CODINGS, decode_body
 from monitor.probes.base import ProbeFailure
-from monitor.probes.compression import MAX_CODINGS, decode_body
 
 TEXT = b'{"status": "ok", "items": [' + b'"item", ' * 500 + b'"last"]}'
 LIMIT = 1024 * 1024
