@@ -1,7 +1,7 @@
 """The daemon against Debian's blackbox_exporter, and what scrapes do to measurements.
 
 Needs (installs nothing): ``apt-get install prometheus-blackbox-exporter nginx-light``.
-Run: ``python bench/daemon.py`` (about 6 minutes; ``--quick`` shortens nothing
+Run: ``python bench/daemon.py`` (about 8 minutes; ``--quick`` shortens nothing
 but skips the fidelity part). Everything listens on 127.0.0.1.
 
 Targets: a local nginx (``return 200``, one worker; one port per prober so
@@ -24,6 +24,10 @@ per run over blackbox's CPU per probe in the same run.
 Part 2: 2000 runs/s with the daemon on one core (``taskset -c 0``): done/s,
 skipped runs and scheduler lag p99 in the window; at 1000 probes, the time
 and size of one /metrics and the RSS.
+
+Part 2b, memory: RSS of the daemon with 0, 100 and 1000 http probes at
+1 s after RSS_SETTLE seconds of running (every probe's ring of recent runs
+full), one /metrics and one /api/status fetched first.
 
 Part 3, fidelity (200 probes at 1 s against the 50 ms server): 32 s without
 scrapes, then 32 s with /metrics every second. Per phase: event-loop lag p99
@@ -65,6 +69,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 WARMUP = 6.0
 WINDOW = 10.0
 SCRAPE_EVERY = 15.0
+RSS_SETTLE = 35.0
 
 
 def free_port() -> int:
@@ -196,7 +201,8 @@ class Daemon:
         body = "".join(f"  - {{name: p{i:04d}, kind: http, url: '{url}'}}\n"
                        for i in range(probes))
         config.write_text(f"global: {{interval: 1s, timeout: 900ms}}\n"
-                          f"server: {{listen: '127.0.0.1:{self.port}'}}\nprobes:\n{body}")
+                          f"server: {{listen: '127.0.0.1:{self.port}'}}\n"
+                          + (f"probes:\n{body}" if body else "probes: []\n"))
         command = [sys.executable, "-m", "monitor", "--log-level", "error", "run",
                    "-c", str(config)]
         env = dict(os.environ)
@@ -324,6 +330,22 @@ async def run_daemon(t: Targets, session: aiohttp.ClientSession, probes: int, *,
               f"{[ln for ln in listening.splitlines() if f':{daemon.port} ' in ln]}\n"
               f"pid {daemon.pid}: {[ln for ln in listening.splitlines() if str(daemon.pid) in ln]}")
         raise
+    finally:
+        daemon.stop()
+
+
+async def rss_at(t: Targets, session: aiohttp.ClientSession, probes: int,
+                 loop: str) -> float:
+    """RSS (MiB) of the daemon with ``probes`` http probes, RSS_SETTLE s in."""
+    daemon = Daemon(t.tmp, f"http://127.0.0.1:{t.monitor}/", probes, loop=loop)
+    try:
+        await daemon.ready(session)
+        await asyncio.sleep(RSS_SETTLE)
+        await daemon.metrics(session)
+        async with session.get(daemon.url + "/api/status") as response:
+            await response.read()
+        await asyncio.sleep(1)
+        return rss_mib(daemon.pid)
     finally:
         daemon.stop()
 
@@ -486,6 +508,9 @@ async def main(args: argparse.Namespace) -> None:
             if args.fidelity_only:
                 await part3(t, session)
                 return
+            if args.rss_only:
+                await part_rss(t, session, args.loop)
+                return
             trees = [("this tree", None), *((str(p), p) for p in args.tree)]
             print("| runs/s asked | prober | done/s | CPU ms per run | blackbox done/s "
                   "| blackbox CPU ms per probe | ratio |")
@@ -516,8 +541,16 @@ async def main(args: argparse.Namespace) -> None:
             print(f"2000 runs/s on one core: done/s {one['done_per_s']:.0f}, CPU ms per run "
                   f"{one['cpu_ms_per_run']:.3f}, skipped runs {one['skipped']:.0f}, "
                   f"scheduler lag p99 <= {one['sched_p99'] * 1000:g} ms", flush=True)
+            await part_rss(t, session, args.loop)
             if not args.quick:
                 await part3(t, session)
+
+
+async def part_rss(t: Targets, session: aiohttp.ClientSession, loop: str) -> None:
+    rss = {n: await rss_at(t, session, n, loop) for n in (0, 100, 1000)}
+    print(f"RSS after {RSS_SETTLE:g} s of http probes at 1 s: "
+          + ", ".join(f"{n} probes {mib:.0f} MiB" for n, mib in rss.items())
+          + f"; {(rss[1000] - rss[0]) * 1024 / 1000:.0f} KiB per probe", flush=True)
 
 
 async def part3(t: Targets, session: aiohttp.ClientSession) -> None:
@@ -550,6 +583,8 @@ def cli() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the fidelity part")
     parser.add_argument("--fidelity-only", action="store_true",
                         help="only the fidelity part (part 3)")
+    parser.add_argument("--rss-only", action="store_true",
+                        help="only the memory part (RSS at 0, 100 and 1000 probes)")
     args = parser.parse_args()
     os.chdir(HERE)
     try:  # the driver of blackbox_exporter keeps up at 1000 probes/s only on uvloop

@@ -22,6 +22,7 @@ from monitor.redact import Redactor
 from monitor.server import listen_address, make_app, ssl_context
 
 log = structlog.get_logger("monitor.app")
+GC_YOUNG_THRESHOLD = 10_000
 
 
 async def serve(source: ConfigSource, config: Config, redactor: Redactor,
@@ -62,6 +63,12 @@ async def serve(source: ConfigSource, config: Config, redactor: Redactor,
     # walks it (bench/daemon.py measures the effect).
     gc.collect()
     gc.freeze()
+    # A young-generation collection every GC_YOUNG_THRESHOLD net container
+    # allocations, not 700: runs in flight alone hold several hundred, so the
+    # default collected ~25 times a second at 2000 runs/s for nothing (runs
+    # make almost no cyclic garbage). Two runs back to back, one core, 25 s:
+    # 8 collections instead of 613, collector CPU 39 ms instead of 400 ms.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     stop = asyncio.Event()
     reloads: set[asyncio.Task[list[str]]] = set()

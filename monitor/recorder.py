@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import time
+from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -35,11 +36,21 @@ MIN_RING = 20
 # and failures kept across probes (its "recent failures").
 RECENT_RUNS = 30
 RECENT_FAILURES = 20
+# Label tuples every probe writes, built once: shared rather than one per probe.
+_RESULT_LABELS = {result: (("result", result),) for result in ("success", "failure")}
+_REASON_LABELS = {reason: (("reason", reason),) for reason in REASONS}
+# (metric, labels) keys of ProbeState.children, shared by every probe; label
+# values come from config and fixed lists, the cap is for reloads without end.
+MAX_SHARED_KEYS = 65536
+_KEYS: dict[tuple[str, tuple[tuple[str, str], ...]],
+            tuple[str, tuple[tuple[str, str], ...]]] = {}
 
 
-@dataclass(frozen=True)
-class RecentResult:
-    """A result as kept in the ring: no samples, no trace."""
+class RecentResult(NamedTuple):
+    """The last result of a probe as kept: no samples, no trace. A tuple of
+    plain values, which the garbage collector stops walking (one per probe,
+    replaced every run: a dataclass here was promoted to the old generation
+    and walked by every full collection)."""
 
     started_at: float
     duration: float
@@ -48,6 +59,65 @@ class RecentResult:
     detail: str
     phases: dict[str, float]
     facts: dict[str, Any]
+
+
+class RecentRun(NamedTuple):
+    """One run of the ring of recent runs (the status page's sparkline)."""
+
+    started_at: float
+    duration: float
+    ok: bool
+    reason: str | None
+
+
+# Reason codes in the ring: 0 for none, else 1 + the index in REASONS.
+_REASON_CODES = {reason: i for i, reason in enumerate(REASONS, 1)}
+_CODE_REASONS: tuple[str | None, ...] = (None, *REASONS)
+
+
+class RecentRuns:
+    """The last ``maxlen`` runs of a probe: start, duration, ok and reason in
+    arrays, 18 bytes a run. Whole result objects (details, phases, facts)
+    took about 30 KiB a probe at 30 runs kept: 30 MiB at 1000 probes, a
+    fifth of the daemon's memory (bench/daemon.py, RSS at N probes); only
+    the last run is kept whole (``ProbeState.last``)."""
+
+    __slots__ = ("_codes", "_durations", "_head", "_len", "_oks", "_times", "maxlen")
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._times = array("d", bytes(8 * maxlen))
+        self._durations = array("d", bytes(8 * maxlen))
+        self._oks = bytearray(maxlen)
+        self._codes = bytearray(maxlen)
+        self._head = 0
+        self._len = 0
+
+    def append(self, started_at: float, duration: float, ok: bool, reason: str | None) -> None:
+        if self._len == self.maxlen:
+            self._head = (self._head + 1) % self.maxlen
+            self._len -= 1
+        slot = (self._head + self._len) % self.maxlen
+        self._times[slot] = started_at
+        self._durations[slot] = duration
+        self._oks[slot] = ok
+        self._codes[slot] = _REASON_CODES.get(reason, _REASON_CODES["error"]) if reason else 0
+        self._len += 1
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> RecentRun:
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError("recent run index out of range")
+        slot = (self._head + index) % self.maxlen
+        return RecentRun(self._times[slot], self._durations[slot], bool(self._oks[slot]),
+                         _CODE_REASONS[self._codes[slot]])
+
+    def __iter__(self) -> Iterator[RecentRun]:
+        return (self[i] for i in range(self._len))
 
 
 @dataclass
@@ -63,14 +133,13 @@ class RecentFailure:
 @dataclass
 class ProbeState:
     config: Any
-    ring: deque[RecentResult]
-    series: set[tuple[str, tuple[str, ...]]] = field(default_factory=set)
+    ring: RecentRuns
+    last: RecentResult | None = None
     consecutive_failures: int = 0
-    # (metric, label values) -> its prometheus_client child: a run writes
-    # about twenty series; looking each up through .labels() cost more than
-    # the write itself.
-    children: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Any, Any]] = field(
-        default_factory=dict)
+    # (metric, labels) -> its prometheus_client child: a run writes about
+    # twenty series; looking each up through .labels() cost more than the
+    # write itself.
+    children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = field(default_factory=dict)
     # The series of each last-run gauge (LAST_RUN_GAUGES), to zero per run.
     last_run: dict[str, list[Any]] = field(default_factory=dict)
     # Bumped on every change the status page shows (runs, judgement).
@@ -104,7 +173,7 @@ class Recorder:
         """Start recording ``config``'s probe: info gauges, zero series, a ring."""
         self.forget(config.name)
         size = int(min(MAX_RING, max(MIN_RING, self.verdict_window / config.interval + 1)))
-        state = ProbeState(config=config, ring=deque(maxlen=min(size, RECENT_RUNS)))
+        state = ProbeState(config=config, ring=RecentRuns(min(size, RECENT_RUNS)))
         self.probes[config.name] = state
         self.window.add(config.name, config.level, config.allowed_failure_ratio, size)
         self._write(state, "monitor_probe_info", (
@@ -115,11 +184,15 @@ class Recorder:
         self._write(state, "monitor_probe_timeout_seconds", (), config.timeout, "set")
         self._write(state, "monitor_probe_objective_ratio", (), config.objective, "set")
         self._write(state, "monitor_probe_consecutive_failures", (), 0, "set")
-        for result in ("success", "failure"):
-            self._write(state, "monitor_probe_runs_total", (("result", result),), 0, "inc")
-        for reason in REASONS:
-            self._write(state, "monitor_probe_failures_total", (("reason", reason),), 0, "inc")
+        for labels in _RESULT_LABELS.values():
+            self._write(state, "monitor_probe_runs_total", labels, 0, "inc")
+        for labels in _REASON_LABELS.values():
+            self._write(state, "monitor_probe_failures_total", labels, 0, "inc")
         self._write(state, "monitor_probe_skipped_total", (), 0, "inc")
+        # At zero before the first run (rate() has a baseline), and built
+        # with the config at start-up: frozen out of the collector's walk
+        # (cli.serve) rather than 14 objects a probe created by the first run.
+        self._write(state, "monitor_probe_duration_seconds", (), 0, "touch")
         for sample in initial:
             self._apply(state, sample)
 
@@ -128,9 +201,9 @@ class Recorder:
         state = self.probes.pop(name, None)
         if state is None:
             return
-        for metric, values in state.series:
-            with contextlib.suppress(KeyError):  # already gone (a rebucketed histogram)
-                self.metrics[metric].remove(*values)
+        for (metric, _), child in state.children.items():
+            with contextlib.suppress(KeyError):  # (the child keeps its label values)
+                self.metrics[metric].remove(*child._labelvalues)
         self.window.remove(name)
         kept = [f for f in self.recent_failures if f.probe != name]
         self.recent_failures.clear()
@@ -145,10 +218,11 @@ class Recorder:
         outcome = "success" if result.ok else "failure"
         self._write(state, "monitor_probe_success", (), 1 if result.ok else 0, "set")
         self._write(state, "monitor_probe_duration_seconds", (), result.duration, "observe")
-        self._write(state, "monitor_probe_runs_total", (("result", outcome),), 1, "inc")
+        self._write(state, "monitor_probe_runs_total", _RESULT_LABELS[outcome], 1, "inc")
         if not result.ok:
+            reason = result.reason or "error"
             self._write(state, "monitor_probe_failures_total",
-                        (("reason", result.reason or "error"),), 1, "inc")
+                        _REASON_LABELS.get(reason) or (("reason", reason),), 1, "inc")
         state.consecutive_failures = 0 if result.ok else state.consecutive_failures + 1
         self._write(state, "monitor_probe_consecutive_failures", (),
                     state.consecutive_failures, "set")
@@ -162,11 +236,13 @@ class Recorder:
             self._apply(state, sample)
         self._write(state, "monitor_probe_last_run_timestamp_seconds", (),
                     result.started_at + result.duration, "set")
-        state.ring.append(RecentResult(
+        state.ring.append(result.started_at, result.duration, result.ok, result.reason)
+        # The result's own dicts: it is dropped after this.
+        state.last = RecentResult(
             started_at=result.started_at, duration=result.duration, ok=result.ok,
-            reason=result.reason, detail=result.detail, phases=dict(result.phases),
-            facts=dict(result.facts),
-        ))
+            reason=result.reason, detail=result.detail, phases=result.phases,
+            facts=result.facts,
+        )
         if not result.ok:
             self.recent_failures.append(RecentFailure(
                 result.probe, result.started_at, result.reason, result.detail,
@@ -189,11 +265,11 @@ class Recorder:
             return
         self._write(state, "monitor_http_failure_attribution_total",
                     (("attribution", attribution),), 1, "inc")
-        for recent in reversed(state.ring):
-            if recent.facts.get("trace_id") == trace_id:
-                recent.facts.update(attribution=attribution, attribution_detail=detail)
-                state.version += 1  # the status page's entry shows it
-                break
+        last = state.last
+        if last is not None and last.facts.get("trace_id") == trace_id:
+            # Only the last run is kept whole (and shown with its facts).
+            last.facts.update(attribution=attribution, attribution_detail=detail)
+            state.version += 1  # the status page's entry shows it
         for failure in self.recent_failures:
             if failure.trace_id == trace_id:
                 failure.attribution = attribution
@@ -241,24 +317,25 @@ class Recorder:
 
     def _write(self, state: ProbeState, metric: str, labels: tuple[tuple[str, str], ...],
                value: float, op: str) -> None:
-        cached = state.children.get((metric, labels))
-        if cached is None:
-            spec = SPEC_BY_NAME[metric]
-            full = {"probe": state.config.name, "kind": state.config.kind, **dict(labels)}
-            values = tuple(str(full[name]) for name in spec.labels)
-            child = self.metrics[metric].labels(*values)  # creates the series at zero
-            # An observation into a gauge sets it (LAST_RUN_GAUGES).
-            cached = (child, child.set if spec.type == "gauge" else getattr(child, "observe", None))
-            state.children[(metric, labels)] = cached
-            if metric in LAST_RUN_GAUGES:
-                state.last_run.setdefault(metric, []).append(child)
-            state.series.add((metric, values))
-        child, observe = cached
-        if op == "touch":
-            pass
+        child = state.children.get((metric, labels))
+        if child is None:
+            child = self._child(state, metric, labels)
+        if op == "set" or (op == "observe" and metric in LAST_RUN_GAUGES):
+            child.set(value)  # an observation into a gauge sets it (LAST_RUN_GAUGES)
+        elif op == "observe":
+            child.observe(value)
         elif op == "inc":
             child.inc(value)
-        elif op == "set":
-            child.set(value)
-        else:
-            observe(value)
+        # "touch": the series exists now, at zero
+
+    def _child(self, state: ProbeState, metric: str, labels: tuple[tuple[str, str], ...]) -> Any:
+        spec = SPEC_BY_NAME[metric]
+        full = {"probe": state.config.name, "kind": state.config.kind, **dict(labels)}
+        child = self.metrics[metric].labels(*(str(full[name]) for name in spec.labels))
+        key = (metric, labels)
+        if len(_KEYS) < MAX_SHARED_KEYS:  # one key tuple for all probes
+            key = _KEYS.setdefault(key, key)
+        state.children[key] = child
+        if metric in LAST_RUN_GAUGES:
+            state.last_run.setdefault(metric, []).append(child)
+        return child

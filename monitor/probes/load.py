@@ -29,6 +29,7 @@ the most common cause as reason: ``capacity`` (429), ``http_status``
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any, Final
 
@@ -81,7 +82,6 @@ class LoadProbe(Probe[LoadProbeConfig]):
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config
-        loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(config.max_in_flight)
         in_flight: set[asyncio.Task[None]] = set()
         codes: Counter[str] = Counter()
@@ -111,7 +111,7 @@ class LoadProbe(Probe[LoadProbeConfig]):
                 return
             finally:
                 slots.release()
-            latency = loop.time() - intended
+            latency = time.monotonic() - intended
             latencies.append(latency)
             ctx.observe(LATENCY, latency)
             codes[str(response.status)] += 1
@@ -119,16 +119,19 @@ class LoadProbe(Probe[LoadProbeConfig]):
                 failures["capacity" if response.status == 429 else "http_status"] += 1
 
         ctx.live_set(ACTIVE, 1)
-        start = loop.time()
+        # time.monotonic, not loop.time: uvloop's is the time the loop
+        # iteration began, in whole milliseconds (a p99 of exactly 55.00 ms).
+        start = time.monotonic()
         last_send = start
         try:
             for offset in schedule(config.rate, config.duration):
                 intended = start + offset
-                delay = intended - loop.time()
-                if delay > 0:
+                # Again when woken early (uvloop's timers round to milliseconds);
+                # a deadline, not a condition another task sets: no Event.
+                while (delay := intended - time.monotonic()) > 0:  # noqa: ASYNC110
                     await asyncio.sleep(delay)
                 await slots.acquire()  # bounded sockets; the wait counts in latency
-                last_send = loop.time()
+                last_send = time.monotonic()
                 send_lag = max(send_lag, last_send - intended)
                 task = asyncio.create_task(one(intended))
                 in_flight.add(task)
