@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from typing import Any, ClassVar, Final, NoReturn
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import ResolveResult
 
 from monitor import USER_AGENT, jsonpath
 from monitor.config.common import Auth, TLSOptions, classify_origin, mask_query
@@ -78,10 +80,10 @@ from monitor.metricnames import ObservedName
 from monitor.net import proxy as proxies
 from monitor.net.connect import Progress
 from monitor.net.errors import classify as classify_net
-from monitor.net.exhaustion import own_exhaustion
+from monitor.net.exhaustion import Lookup, executor_full, own_exhaustion
 from monitor.net.fetch import Request, Response, fetch
 from monitor.net.proxy import PROXY_PHASE
-from monitor.net.resolve import FAMILIES, IpFamily
+from monitor.net.resolve import FAMILIES, IpFamily, resolve
 from monitor.net.tlsctx import client_context
 from monitor.probes.base import (
     Probe,
@@ -155,6 +157,29 @@ class _Route:
     server_name: str | None
 
 
+class _Resolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's lookups for WebSocket steps through monitor.net's resolver:
+    its policy and ip_family, and a lookup that never got an executor thread
+    is ours (reason ``error``), never the target's ``dns``."""
+
+    def __init__(self, family: IpFamily) -> None:
+        self.family = family
+        self.lookup: Lookup | None = None  # the last lookup, to judge a timeout
+        self.host = ""
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        self.lookup, self.host = Lookup(), host
+        addresses = await resolve(host, port, self.family, self.lookup)
+        return [ResolveResult(hostname=host, host=address, port=port,
+                              family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                              proto=0, flags=socket.AI_NUMERICHOST)
+                for address in addresses]
+
+    async def close(self) -> None:
+        return None
+
+
 class _TunnelConnector(aiohttp.TCPConnector):
     """aiohttp's connector, but a connection with ``route`` set is a CONNECT
     tunnel opened by :mod:`monitor.net.proxy` (the http steps' code: the same
@@ -204,6 +229,7 @@ class _Walk:
         self.outcomes: dict[str, StepOutcome] = {}
         self.session: aiohttp.ClientSession | None = None
         self.connector: _TunnelConnector | None = None
+        self.resolver: _Resolver | None = None
         # The proxy, host and port of a ws_connect under way through a proxy.
         self.at_proxy: tuple[ProxyURL, str, int] | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
@@ -283,6 +309,11 @@ class _Walk:
     def _timed_out_direct(self, stage: str | None, spent: str, tail: str
                           ) -> tuple[Reason, str]:
         if self.resolving or stage == "dns":
+            resolver = self.resolver
+            if (self.resolving and resolver is not None and resolver.lookup is not None
+                    and not resolver.lookup.started):
+                ours = executor_full(resolver.host, self.config.timeout)
+                return ours.reason, ours.detail
             return "dns", f"no DNS answer after {spent}{tail}"
         if self.connecting or stage == "connect":
             return "connect_timeout", f"connect not done after {spent}{tail}"
@@ -509,8 +540,10 @@ class _Walk:
             trace.on_dns_resolvehost_end.append(self._on_dns_end)
             trace.on_connection_create_start.append(self._on_connect_start)
             trace.on_connection_create_end.append(self._on_connect_end)
+            self.resolver = _Resolver(self.config.ip_family)
             self.connector = _TunnelConnector(force_close=True, use_dns_cache=False,
-                                              family=FAMILIES[self.config.ip_family])
+                                              family=FAMILIES[self.config.ip_family],
+                                              resolver=self.resolver)
             self.session = aiohttp.ClientSession(
                 connector=self.connector,
                 headers={"User-Agent": USER_AGENT},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -448,3 +449,24 @@ async def test_http_steps_export_the_phases_of_kind_http() -> None:
     registered = {dict(s.labels).get("phase") for s in probe.registration_samples()
                   if s.metric == "monitor_http_phase_duration_seconds"}
     assert registered == {"dns", "connect", "tls", "ttfb", "transfer"}
+
+
+async def test_a_websocket_lookup_that_never_got_a_thread_is_error(agent: AgentServer) -> None:
+    """Every thread of the default executor busy (issue 13): the WebSocket step's lookup
+    of `localhost` never starts, which is ours: `error` ("never started"), never `dns`.
+    With threads free again, the same journey passes."""
+    steps = [{"name": "connect", "ws_connect": {
+        "url": agent.ws_url.replace("127.0.0.1", "localhost"), "timeout": "500ms"}}]
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    blockers = [loop.run_in_executor(None, release.wait, 10) for _ in range(40)]
+    try:
+        result = await walk(steps, timeout="1s")
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+    assert (result.ok, result.reason) == (False, "error"), result.detail
+    assert "ours, not the target's" in result.detail
+    assert "never started" in result.detail
+    again = await walk(steps, timeout="1s")
+    assert again.reason != "error", again.detail
