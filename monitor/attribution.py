@@ -38,12 +38,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import Any, Literal, get_args
 
 import structlog
 
 from monitor.attribution_logging import LoggingClient, LookupFailed
 from monitor.config.tracing import AttributionConfig
+from monitor.metricspecs import HTTP_ATTRIBUTION
 from monitor.probes.base import Result, Sample, zero
 
 log = structlog.get_logger("monitor.attribution")
@@ -61,7 +62,6 @@ Attribution = Literal[
     "lookup_failed",
 ]
 ATTRIBUTIONS: tuple[str, ...] = get_args(Attribution)
-METRIC: Final = "monitor_http_failure_attribution_total"
 DROPPED = ("queue_full", "rate_limited")
 # Kinds whose failures are looked up: one request (http) or a few (lb,
 # journey). A load or burst run is thousands of requests whose failures are
@@ -180,7 +180,7 @@ def zero_series(kind: str) -> list[Sample]:
     """The attribution counter at zero for every value (rate() needs a baseline)."""
     if kind not in KINDS:
         return []
-    return [zero(METRIC, attribution=a) for a in ATTRIBUTIONS]
+    return [zero(HTTP_ATTRIBUTION, attribution=a) for a in ATTRIBUTIONS]
 
 
 class Attributor:

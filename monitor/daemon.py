@@ -21,6 +21,13 @@ from monitor import __version__, attribution
 from monitor.config import Config, ConfigError, ConfigSource, ProbeConfig
 from monitor.config.common import TLSOptions
 from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.metricspecs import (
+    ATTRIBUTION_DROPPED,
+    CONFIG_RELOAD_SUCCESS,
+    CONFIG_RELOAD_TIMESTAMP,
+    EVENT_LOOP_LAG,
+    SCHEDULER_LAG,
+)
 from monitor.net.tlsctx import client_context as ssl_context
 from monitor.probes import build_probe
 from monitor.probes.base import Probe, ProbeFailure
@@ -58,7 +65,7 @@ class Daemon:
                                  redact=redactor.text)
         self.scheduler = Scheduler(
             self._run, on_skipped=self.recorder.skipped,
-            on_lag=metrics["monitor_scheduler_lag_seconds"].observe,
+            on_lag=metrics.child(SCHEDULER_LAG).observe,
         )
         self.probes: dict[str, tuple[ProbeConfig, Probe[Any]]] = {}
         self.running: dict[str, asyncio.Task[Any]] = {}
@@ -204,18 +211,18 @@ class Daemon:
         """Start looking failed runs up, when ``config`` asks for it."""
         if config.attribution is None:
             return
-        dropped = self.metrics["monitor_attribution_dropped_total"]
+        metrics = self.metrics
         self.attributor = attribution.Attributor(
             config.attribution, attributed=self.recorder.attributed,
-            dropped=lambda cause: dropped.labels(cause=cause).inc())
+            dropped=lambda cause: metrics.child(ATTRIBUTION_DROPPED, cause=cause).inc())
         for cause in attribution.DROPPED:
-            dropped.labels(cause=cause)
+            metrics.child(ATTRIBUTION_DROPPED, cause=cause)
         self.attributor.start()
 
     def _loaded(self, *, success: bool) -> None:
-        self.metrics["monitor_config_last_reload_success"].set(1 if success else 0)
+        self.metrics.child(CONFIG_RELOAD_SUCCESS).set(1 if success else 0)
         if success:
-            self.metrics["monitor_config_last_reload_timestamp_seconds"].set(time.time())
+            self.metrics.child(CONFIG_RELOAD_TIMESTAMP).set(time.time())
 
     # -- runs -------------------------------------------------------------
     async def _run(self, name: str) -> None:
@@ -244,7 +251,7 @@ class Daemon:
 
     async def _measure_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
-        histogram = self.metrics["monitor_event_loop_lag_seconds"]
+        histogram = self.metrics.child(EVENT_LOOP_LAG)
         while True:
             started = loop.time()
             await asyncio.sleep(LOOP_LAG_TICK)

@@ -18,7 +18,26 @@ from typing import Any, NamedTuple
 import structlog
 
 from monitor import __version__
-from monitor.metrics import SPEC_BY_NAME, SPECS, VERDICT_STATES, Metrics
+from monitor.metrics import Metrics
+from monitor.metricspecs import (
+    BUILD_INFO,
+    HTTP_ATTRIBUTION,
+    PROBE_CONSECUTIVE_FAILURES,
+    PROBE_DURATION,
+    PROBE_FAILURES,
+    PROBE_INFO,
+    PROBE_INTERVAL,
+    PROBE_LAST_RUN,
+    PROBE_OBJECTIVE,
+    PROBE_RUNS,
+    PROBE_SKIPPED,
+    PROBE_SUCCESS,
+    PROBE_TIMEOUT,
+    SPEC_BY_NAME,
+    SPECS,
+    VERDICT,
+    VERDICT_STATES,
+)
 from monitor.probes.base import REASONS, Result, Sample
 from monitor.verdict import LevelState, ProbeStats
 from monitor.window import VerdictWindow
@@ -157,7 +176,7 @@ class Recorder:
         self.recent_failures: deque[RecentFailure] = deque(maxlen=RECENT_FAILURES)
         self._reported: set[str] = set()
         self._verdict: str | None = None
-        metrics["monitor_build_info"].labels(version=__version__).set(1)
+        metrics.child(BUILD_INFO, version=__version__).set(1)
         self.update_verdict()
 
     @property
@@ -176,23 +195,23 @@ class Recorder:
         state = ProbeState(config=config, ring=RecentRuns(min(size, RECENT_RUNS)))
         self.probes[config.name] = state
         self.window.add(config.name, config.level, config.allowed_failure_ratio, size)
-        self._write(state, "monitor_probe_info", (
+        self._write(state, PROBE_INFO.name, (
             ("level", str(config.level)), ("layer", config.layer),
             ("service", config.service), ("target", self.redact(config.info_target())),
         ), 1, "set")
-        self._write(state, "monitor_probe_interval_seconds", (), config.interval, "set")
-        self._write(state, "monitor_probe_timeout_seconds", (), config.timeout, "set")
-        self._write(state, "monitor_probe_objective_ratio", (), config.objective, "set")
-        self._write(state, "monitor_probe_consecutive_failures", (), 0, "set")
+        self._write(state, PROBE_INTERVAL.name, (), config.interval, "set")
+        self._write(state, PROBE_TIMEOUT.name, (), config.timeout, "set")
+        self._write(state, PROBE_OBJECTIVE.name, (), config.objective, "set")
+        self._write(state, PROBE_CONSECUTIVE_FAILURES.name, (), 0, "set")
         for labels in _RESULT_LABELS.values():
-            self._write(state, "monitor_probe_runs_total", labels, 0, "inc")
+            self._write(state, PROBE_RUNS.name, labels, 0, "inc")
         for labels in _REASON_LABELS.values():
-            self._write(state, "monitor_probe_failures_total", labels, 0, "inc")
-        self._write(state, "monitor_probe_skipped_total", (), 0, "inc")
+            self._write(state, PROBE_FAILURES.name, labels, 0, "inc")
+        self._write(state, PROBE_SKIPPED.name, (), 0, "inc")
         # At zero before the first run (rate() has a baseline), and built
         # with the config at start-up: frozen out of the collector's walk
         # (cli.serve) rather than 14 objects a probe created by the first run.
-        self._write(state, "monitor_probe_duration_seconds", (), 0, "touch")
+        self._write(state, PROBE_DURATION.name, (), 0, "touch")
         for sample in initial:
             self._apply(state, sample)
 
@@ -203,7 +222,7 @@ class Recorder:
             return
         for (metric, _), child in state.children.items():
             with contextlib.suppress(KeyError):  # (the child keeps its label values)
-                self.metrics[metric].remove(*child._labelvalues)
+                self.metrics.named(metric).remove(*child._labelvalues)
         self.window.remove(name)
         kept = [f for f in self.recent_failures if f.probe != name]
         self.recent_failures.clear()
@@ -216,15 +235,15 @@ class Recorder:
         if state is None:
             return  # the probe was removed while it ran
         outcome = "success" if result.ok else "failure"
-        self._write(state, "monitor_probe_success", (), 1 if result.ok else 0, "set")
-        self._write(state, "monitor_probe_duration_seconds", (), result.duration, "observe")
-        self._write(state, "monitor_probe_runs_total", _RESULT_LABELS[outcome], 1, "inc")
+        self._write(state, PROBE_SUCCESS.name, (), 1 if result.ok else 0, "set")
+        self._write(state, PROBE_DURATION.name, (), result.duration, "observe")
+        self._write(state, PROBE_RUNS.name, _RESULT_LABELS[outcome], 1, "inc")
         if not result.ok:
             reason = result.reason or "error"
-            self._write(state, "monitor_probe_failures_total",
+            self._write(state, PROBE_FAILURES.name,
                         _REASON_LABELS.get(reason) or (("reason", reason),), 1, "inc")
         state.consecutive_failures = 0 if result.ok else state.consecutive_failures + 1
-        self._write(state, "monitor_probe_consecutive_failures", (),
+        self._write(state, PROBE_CONSECUTIVE_FAILURES.name, (),
                     state.consecutive_failures, "set")
         last_run: set[str] = set()
         for sample in result.samples:
@@ -234,7 +253,7 @@ class Recorder:
                 for child in state.last_run.get(sample.metric, ()):
                     child.set(0)
             self._apply(state, sample)
-        self._write(state, "monitor_probe_last_run_timestamp_seconds", (),
+        self._write(state, PROBE_LAST_RUN.name, (),
                     result.started_at + result.duration, "set")
         state.ring.append(result.started_at, result.duration, result.ok, result.reason)
         # The result's own dicts: it is dropped after this.
@@ -263,7 +282,7 @@ class Recorder:
         state = self.probes.get(name)
         if state is None:
             return
-        self._write(state, "monitor_http_failure_attribution_total",
+        self._write(state, HTTP_ATTRIBUTION.name,
                     (("attribution", attribution),), 1, "inc")
         last = state.last
         if last is not None and last.facts.get("trace_id") == trace_id:
@@ -277,7 +296,7 @@ class Recorder:
     def skipped(self, name: str) -> None:
         state = self.probes.get(name)
         if state is not None:
-            self._write(state, "monitor_probe_skipped_total", (), 1, "inc")
+            self._write(state, PROBE_SKIPPED.name, (), 1, "inc")
 
     # -- the verdict -------------------------------------------------------
     def window_stats(self) -> list[ProbeStats]:
@@ -296,7 +315,7 @@ class Recorder:
         if state != self._verdict:
             self._verdict = state
             for name in VERDICT_STATES:
-                self.metrics["monitor_verdict"].labels(state=name).set(1 if name == state else 0)
+                self.metrics.child(VERDICT, state=name).set(1 if name == state else 0)
         return state
 
     # -- writing ----------------------------------------------------------
@@ -331,7 +350,7 @@ class Recorder:
     def _child(self, state: ProbeState, metric: str, labels: tuple[tuple[str, str], ...]) -> Any:
         spec = SPEC_BY_NAME[metric]
         full = {"probe": state.config.name, "kind": state.config.kind, **dict(labels)}
-        child = self.metrics[metric].labels(*(str(full[name]) for name in spec.labels))
+        child = self.metrics.named(metric).labels(*(str(full[name]) for name in spec.labels))
         key = (metric, labels)
         if len(_KEYS) < MAX_SHARED_KEYS:  # one key tuple for all probes
             key = _KEYS.setdefault(key, key)

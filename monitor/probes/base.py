@@ -21,10 +21,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Generic, Literal, ParamSpec, TypeVar, get_args
 
 from monitor.config.common import ProbeBase
-from monitor.metricnames import CounterName, GaugeName, MetricName, ObservedName
+from monitor.metricspecs import (
+    HTTP_RESPONSES,
+    CounterSpec,
+    GaugeSpec,
+    HistogramSpec,
+    PhaseSpec,
+    Spec,
+)
 
 # Failure reasons: a fixed list (it is a metric label). docs/architecture.md explains each.
 Reason = Literal[
@@ -73,8 +80,8 @@ MetricOp = Literal["inc", "set", "observe", "touch"]  # touch: create at zero
 class Sample:
     """One kind-specific metric update, applied by the recorder.
 
-    ``metric`` is a name from ``monitor.metrics``; ``labels`` are the labels
-    other than ``probe`` (and ``kind``, where the metric has it).
+    ``metric`` is the name of a ``monitor.metricspecs`` handle; ``labels``
+    are the labels other than ``probe`` and ``kind``.
     """
 
     metric: str
@@ -101,11 +108,21 @@ class Result:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+# The label set of a metric handle (monitor.metricspecs): keyword-only names.
+L = ParamSpec("L")
+
+
 class RunContext:
-    """Collects what one run measures; a probe builds its Result through it."""
+    """Collects what one run measures; a probe builds its Result through it.
+
+    ``inc``, ``set`` and ``observe`` take a metric handle and its labels as
+    keywords (``ctx.inc(HTTP_RESPONSES, code="200", origin="backend")``):
+    mypy checks the metric's type and its label names. ``*args`` exists
+    only to bind the handle's label set; label sets take no positionals.
+    """
 
     def __init__(self, probe: str, kind: str, *, debug: bool = False,
-                 phase_metric: ObservedName | None = None,
+                 phase_metric: PhaseSpec | None = None,
                  live: Callable[[str, Sample], None] | None = None) -> None:
         self.probe = probe
         self.kind = kind
@@ -124,22 +141,28 @@ class RunContext:
         """Add ``seconds`` to phase ``name`` (phases add up over redirects)."""
         self.phases[name] = self.phases.get(name, 0.0) + seconds
 
-    def inc(self, metric: CounterName, value: float = 1.0, **labels: str) -> None:
-        self.samples.append(Sample(metric, tuple(labels.items()), value, "inc"))
+    def inc(self, metric: CounterSpec[L], value: float = 1.0,
+            *args: L.args, **labels: L.kwargs) -> None:
+        self.samples.append(Sample(metric.name, _labels(labels), value, "inc"))
 
-    def set(self, metric: GaugeName, value: float, **labels: str) -> None:
-        self.samples.append(Sample(metric, tuple(labels.items()), value, "set"))
+    def set(self, metric: GaugeSpec[L], value: float,
+            *args: L.args, **labels: L.kwargs) -> None:
+        self.samples.append(Sample(metric.name, _labels(labels), value, "set"))
 
-    def observe(self, metric: ObservedName, value: float, **labels: str) -> None:
-        self.samples.append(Sample(metric, tuple(labels.items()), value, "observe"))
+    def observe(self, metric: HistogramSpec[L] | GaugeSpec[L], value: float,
+                *args: L.args, **labels: L.kwargs) -> None:
+        """Observe into a histogram, or set a last-run gauge (the recorder
+        zeroes that gauge's other series, phases this run did not reach)."""
+        self.samples.append(Sample(metric.name, _labels(labels), value, "observe"))
 
-    def live_set(self, metric: GaugeName, value: float, **labels: str) -> None:
+    def live_set(self, metric: GaugeSpec[L], value: float,
+                 *args: L.args, **labels: L.kwargs) -> None:
         """Set a gauge now, not when the run ends (``monitor_load_active``).
 
         Outside the daemon (``monitor check``) there is nothing to set.
         """
         if self._live is not None:
-            self._live(self.probe, Sample(metric, tuple(labels.items()), value, "set"))
+            self._live(self.probe, Sample(metric.name, _labels(labels), value, "set"))
 
     def trace(self, line: str) -> None:
         """Record a line of the --debug trace (callers redact secrets first)."""
@@ -160,7 +183,7 @@ class RunContext:
         samples = list(self.samples)
         if self.phase_metric:
             samples += [
-                Sample(self.phase_metric, (("phase", name),), seconds, "observe")
+                Sample(self.phase_metric.name, (("phase", name),), seconds, "observe")
                 for name, seconds in self.phases.items()
             ]
         return Result(
@@ -190,7 +213,7 @@ class Probe(Generic[C]):
     recorder observes each phase of ``ctx.phase`` into it, once per run).
     """
 
-    phase_metric: ClassVar[ObservedName | None] = None
+    phase_metric: ClassVar[PhaseSpec | None] = None
     # The phases a run reports; their series exist from registration on.
     phases: ClassVar[tuple[str, ...]] = ()
 
@@ -210,7 +233,9 @@ class Probe(Generic[C]):
 
     def registration_samples(self) -> list[Sample]:
         """What the recorder creates when the probe is registered."""
-        phases = [zero(self.phase_metric, phase=p) for p in self.phases if self.phase_metric]
+        metric = self.phase_metric
+        phases = [] if metric is None else [
+            Sample(metric.name, (("phase", p),), 0.0, "touch") for p in self.phases]
         return [*self.initial_samples(), *phases]
 
 
@@ -219,13 +244,22 @@ class Probe(Generic[C]):
 INITIAL_CODES = ("200", "429", "500", "502", "503", "504")
 
 
-def zero(metric: MetricName, **labels: str) -> Sample:
-    """A counter or histogram series created at zero, before any run."""
-    return Sample(metric, tuple(labels.items()), 0.0, "touch")
+def zero(metric: Spec[L], *args: L.args, **labels: L.kwargs) -> Sample:
+    """A series created at zero, before any run (labels checked as in ``ctx.inc``)."""
+    return Sample(metric.name, _labels(labels), 0.0, "touch")
+
+
+def initial(metric: GaugeSpec[L], value: float, *args: L.args, **labels: L.kwargs) -> Sample:
+    """A gauge set when the probe is registered (a configured value)."""
+    return Sample(metric.name, _labels(labels), value, "set")
+
+
+def _labels(labels: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(labels.items())
 
 
 def response_series(origins: Iterable[str]) -> list[Sample]:
     """`monitor_http_responses_total` at zero for the usual codes x every origin."""
     names = [*dict.fromkeys(origins), "unclassified"]
-    return [zero("monitor_http_responses_total", code=code, origin=origin)
+    return [zero(HTTP_RESPONSES, code=code, origin=origin)
             for code in INITIAL_CODES for origin in names]

@@ -65,6 +65,7 @@ from monitor.config.burst import BurstProbeConfig
 from monitor.config.common import mask_query
 from monitor.config.http import header_items
 from monitor.config.types import split_host_port
+from monitor.metricspecs import BURST_CAPACITY, BURST_COMPLETE, BURST_CONNECT, BURST_CONNECTIONS
 from monitor.net.connect import Progress, format_address, resolve_timed, tcp_connect
 from monitor.net.errors import classify
 from monitor.net.fetch import Request, fetch
@@ -129,8 +130,8 @@ class BurstProbe(Probe[BurstProbeConfig]):
         # Every step x outcome exists at zero, so rate() has a baseline
         # before the first saturation.
         return [
-            zero("monitor_burst_connect_duration_seconds"),
-            *(zero("monitor_burst_connections_total", step=str(step), outcome=outcome)
+            zero(BURST_CONNECT),
+            *(zero(BURST_CONNECTIONS, step=str(step), outcome=outcome)
               for step in self.config.steps for outcome in OUTCOMES),
         ]
 
@@ -153,8 +154,8 @@ class BurstProbe(Probe[BurstProbeConfig]):
                 break
             capacity = step
         complete = failing is None
-        ctx.set("monitor_burst_capacity_concurrency", capacity)
-        ctx.set("monitor_burst_ramp_complete", 1 if complete else 0)
+        ctx.set(BURST_CAPACITY, capacity)
+        ctx.set(BURST_COMPLETE, 1 if complete else 0)
         ctx.facts.update({
             "capacity": capacity,
             "ramp_complete": complete,
@@ -200,14 +201,14 @@ class BurstProbe(Probe[BurstProbeConfig]):
         for attempt in attempts:
             counts[attempt.outcome] += 1
             if attempt.connect is not None:
-                ctx.observe("monitor_burst_connect_duration_seconds", attempt.connect)
+                ctx.observe(BURST_CONNECT, attempt.connect)
             if attempt.reason is not None:
                 causes[attempt.reason] += 1
             if attempt.note and attempt.note not in notes and len(notes) < 3:
                 notes.append(attempt.note)
         for outcome, count in counts.items():
             if count:
-                ctx.inc("monitor_burst_connections_total", count,
+                ctx.inc(BURST_CONNECTIONS, count,
                         step=str(step), outcome=outcome)
         return StepReport(step=step, counts=counts, causes=dict(causes),
                           max_total=max(a.total for a in attempts),

@@ -38,14 +38,14 @@ and decodes bodies with :mod:`monitor.net.compression`.
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from monitor.config.common import classify_origin
 from monitor.config.http import HttpProbeConfig, version_matches
 from monitor.config.proxy import bypassed
 from monitor.gcp.tokens import IdTokenProvider, with_id_token
-from monitor.metricnames import ObservedName
+from monitor.metricspecs import HTTP_PHASES, HTTP_RESPONSES, PhaseSpec
 from monitor.net.fetch import Response, fetch, request_of
 from monitor.net.proxy import PROXY_PHASE
 from monitor.probes.base import (
@@ -61,14 +61,12 @@ from monitor.probes.base import (
 from monitor.probes.expect import check_response
 from monitor.tracecontext import start_trace
 
-RESPONSES: Final = "monitor_http_responses_total"
-PHASES: Final = "monitor_http_phase_duration_seconds"
 # How much of a body a failure detail quotes (the detail itself is capped).
 DETAIL_BODY_CHARS = 80
 
 
 class HttpProbe(Probe[HttpProbeConfig]):
-    phase_metric: ClassVar[ObservedName | None] = PHASES
+    phase_metric: ClassVar[PhaseSpec | None] = HTTP_PHASES
     phases: ClassVar[tuple[str, ...]] = ("dns", "connect", "tls", "ttfb", "transfer")
     config: HttpProbeConfig
 
@@ -82,7 +80,7 @@ class HttpProbe(Probe[HttpProbeConfig]):
     def initial_samples(self) -> list[Sample]:
         samples = response_series(rule.name for rule in self.config.origins)
         if self.config.proxy_url is not None:  # only probes that can have the phase
-            samples.append(zero(PHASES, phase=PROXY_PHASE))
+            samples.append(zero(HTTP_PHASES, phase=PROXY_PHASE))
         return samples
 
     async def run(self, ctx: RunContext) -> Result:
@@ -92,7 +90,7 @@ class HttpProbe(Probe[HttpProbeConfig]):
         def count(response: Response) -> None:
             nonlocal origin_of_last
             origin_of_last = classify_origin(config.origins, response.header_map)
-            ctx.inc(RESPONSES, code=str(response.status), origin=origin_of_last)
+            ctx.inc(HTTP_RESPONSES, code=str(response.status), origin=origin_of_last)
 
         # Fetched (or taken from the cache) before the clock of the request
         # starts; a token that cannot be had fails the run with `auth`.

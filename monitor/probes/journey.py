@@ -54,7 +54,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, NoReturn
+from typing import Any, ClassVar, NoReturn
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -76,7 +76,13 @@ from monitor.config.journey import (
 from monitor.config.proxy import ProxyURL, bypassed
 from monitor.config.types import format_duration
 from monitor.gcp.tokens import id_token_header
-from monitor.metricnames import ObservedName
+from monitor.metricspecs import (
+    HTTP_PHASES,
+    HTTP_RESPONSES,
+    JOURNEY_STEP_DURATION,
+    JOURNEY_STEP_SUCCESS,
+    PhaseSpec,
+)
 from monitor.net import proxy as proxies
 from monitor.net.connect import Progress
 from monitor.net.errors import classify as classify_net
@@ -109,8 +115,7 @@ TRACE_MESSAGE_CHARS = 200
 _ABNORMAL_CLOSE = 1006
 _MESSAGE_TOO_BIG = 1009
 _DNS_ERROR: Any = getattr(aiohttp, "ClientConnectorDNSError", ())
-HTTP_PHASES = ("dns", "connect", "tls", "ttfb", "transfer")
-PHASE_METRIC: Final = "monitor_http_phase_duration_seconds"
+HTTP_PHASE_NAMES = ("dns", "connect", "tls", "ttfb", "transfer")
 _CHARSET = re.compile(r"charset=\"?([A-Za-z0-9._:-]+)", re.IGNORECASE)
 
 
@@ -123,7 +128,7 @@ class StepOutcome:
 class JourneyProbe(Probe[JourneyProbeConfig]):
     """Runs the steps of a ``kind: journey`` config; one `_Walk` per run."""
 
-    phase_metric: ClassVar[ObservedName | None] = None
+    phase_metric: ClassVar[PhaseSpec | None] = None
 
     def __init__(self, config: JourneyProbeConfig) -> None:
         super().__init__(config)
@@ -133,12 +138,12 @@ class JourneyProbe(Probe[JourneyProbeConfig]):
         return await _Walk(self, ctx).run()
 
     def initial_samples(self) -> list[Sample]:
-        steps = [zero("monitor_journey_step_duration_seconds", step=step.name)
+        steps = [zero(JOURNEY_STEP_DURATION, step=step.name)
                  for step in self.config.steps]
         http = [step.http for step in self.config.steps if step.http is not None]
-        phases = [zero(PHASE_METRIC, phase=phase) for phase in HTTP_PHASES if http]
+        phases = [zero(HTTP_PHASES, phase=phase) for phase in HTTP_PHASE_NAMES if http]
         if any(action.proxy_url is not None for action in http):
-            phases.append(zero(PHASE_METRIC, phase=PROXY_PHASE))
+            phases.append(zero(HTTP_PHASES, phase=PROXY_PHASE))
         return [*response_series(o.name for o in self.config.origins), *steps, *phases]
 
     def ssl_context(self, options: TLSOptions) -> ssl.SSLContext:
@@ -392,7 +397,7 @@ class _Walk:
             self._trace(step, f"extracted {name} ({len(value)} characters)")
 
     def _count(self, response: Response) -> None:
-        self.ctx.inc("monitor_http_responses_total", code=str(response.status),
+        self.ctx.inc(HTTP_RESPONSES, code=str(response.status),
                      origin=classify_origin(self.config.origins, response.header_map))
 
     async def _id_token(self, step: Step, auth: Auth) -> dict[str, str]:
@@ -561,7 +566,7 @@ class _Walk:
     async def _on_response(self, _session: Any, _ctx: Any, params: Any) -> None:
         response = params.response
         headers = {k.lower(): v for k, v in response.headers.items()}
-        self.ctx.inc("monitor_http_responses_total", code=str(response.status),
+        self.ctx.inc(HTTP_RESPONSES, code=str(response.status),
                      origin=classify_origin(self.config.origins, headers))
 
     async def _on_dns_start(self, *_: Any) -> None:
@@ -600,10 +605,10 @@ class _Walk:
         for step in self.config.steps:
             outcome = self.outcomes.get(step.name)
             ok = outcome is not None and outcome.ok
-            self.ctx.set("monitor_journey_step_success", 1 if ok else 0, step=step.name)
+            self.ctx.set(JOURNEY_STEP_SUCCESS, 1 if ok else 0, step=step.name)
             if outcome is None:
                 continue
-            self.ctx.observe("monitor_journey_step_duration_seconds", outcome.duration,
+            self.ctx.observe(JOURNEY_STEP_DURATION, outcome.duration,
                              step=step.name)
             self.ctx.phase(step.name, outcome.duration)
             ran.append({"name": step.name, "ok": outcome.ok,
@@ -611,7 +616,7 @@ class _Walk:
             if not outcome.ok:
                 failed = step.name
         for phase, seconds in self.http_phases.items():
-            self.ctx.observe(PHASE_METRIC, seconds, phase=phase)
+            self.ctx.observe(HTTP_PHASES, seconds, phase=phase)
         self.ctx.facts["steps"] = ran
         self.ctx.facts["failed_step"] = failed
         for line in self.lines:

@@ -37,13 +37,13 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
 from urllib.parse import urlsplit
 
 from monitor.config.common import classify_origin
 from monitor.config.lb import LbProbeConfig
 from monitor.config.net import IpFamily
 from monitor.gcp.tokens import with_id_token
+from monitor.metricspecs import HTTP_RESPONSES, LB_ADDRESS_SUCCESS, LB_BACKEND_RESPONSES
 from monitor.net.fetch import Request, Response, fetch, request_of
 from monitor.net.resolve import resolve, sort_addresses
 from monitor.probes.base import (
@@ -57,9 +57,6 @@ from monitor.probes.base import (
 )
 from monitor.tracecontext import start_trace
 
-RESPONSES: Final = "monitor_http_responses_total"
-BACKEND_RESPONSES: Final = "monitor_lb_backend_responses_total"
-ADDRESS_SUCCESS: Final = "monitor_lb_address_success"
 # Backend label values are cut to this length (they come from responses).
 MAX_BACKEND_CHARS = 64
 OTHER = "other"
@@ -164,7 +161,7 @@ class LbProbe(Probe[LbProbeConfig]):
         if config.per_address:
             for index in range(len(addresses)):
                 mine = [o for o in outcomes if o.index == index]
-                ctx.set(ADDRESS_SUCCESS, 1 if all(o.ok for o in mine) else 0,
+                ctx.set(LB_ADDRESS_SUCCESS, 1 if all(o.ok for o in mine) else 0,
                         address=str(index))
         return self._verdict(ctx, outcomes, addresses)
 
@@ -199,7 +196,7 @@ class LbProbe(Probe[LbProbeConfig]):
 
         def count(response: Response) -> None:
             origin = classify_origin(config.origins, response.header_map)
-            ctx.inc(RESPONSES, code=str(response.status), origin=origin)
+            ctx.inc(HTTP_RESPONSES, code=str(response.status), origin=origin)
 
         started = time.monotonic()
         try:
@@ -216,7 +213,7 @@ class LbProbe(Probe[LbProbeConfig]):
         backend = None
         if config.backend_header is not None:
             backend = self.backends.label(response.header(config.backend_header))
-            ctx.inc(BACKEND_RESPONSES, backend=backend, code=str(response.status))
+            ctx.inc(LB_BACKEND_RESPONSES, backend=backend, code=str(response.status))
         took = (time.monotonic() - started) * 1000
         ctx.trace(f"address {index}: HTTP/{response.http_version} {response.status} from "
                   f"{backend or '-'} via {response.address} in {took:.1f}ms")

@@ -31,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Any, Final
+from typing import Any
 
 import structlog
 
 from monitor.config.load import LoadProbeConfig
 from monitor.gcp.tokens import with_id_token
+from monitor.metricspecs import LOAD_ACTIVE, LOAD_LATENCY, LOAD_REQUESTS
 from monitor.net.fetch import fetch, request_of
 from monitor.probes.base import (
     INITIAL_CODES,
@@ -46,14 +47,12 @@ from monitor.probes.base import (
     Result,
     RunContext,
     Sample,
+    initial,
     zero,
 )
 from monitor.tracecontext import start_trace
 
 log = structlog.get_logger("monitor.probes.load")
-REQUESTS: Final = "monitor_load_requests_total"
-LATENCY: Final = "monitor_load_latency_seconds"
-ACTIVE: Final = "monitor_load_active"
 
 
 def schedule(rate: float, duration: float) -> list[float]:
@@ -77,8 +76,8 @@ class LoadProbe(Probe[LoadProbeConfig]):
         self._request = request_of(config)
 
     def initial_samples(self) -> list[Sample]:
-        return [*(zero(REQUESTS, code=code) for code in INITIAL_CODES),
-                zero("monitor_load_latency_seconds"), Sample(ACTIVE, (), 0.0, "set")]
+        return [*(zero(LOAD_REQUESTS, code=code) for code in INITIAL_CODES),
+                zero(LOAD_LATENCY), initial(LOAD_ACTIVE, 0.0)]
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config
@@ -113,12 +112,12 @@ class LoadProbe(Probe[LoadProbeConfig]):
                 slots.release()
             latency = time.monotonic() - intended
             latencies.append(latency)
-            ctx.observe(LATENCY, latency)
+            ctx.observe(LOAD_LATENCY, latency)
             codes[str(response.status)] += 1
             if not config.status_ok(response.status):
                 failures["capacity" if response.status == 429 else "http_status"] += 1
 
-        ctx.live_set(ACTIVE, 1)
+        ctx.live_set(LOAD_ACTIVE, 1)
         # time.monotonic, not loop.time: uvloop's is the time the loop
         # iteration began, in whole milliseconds (a p99 of exactly 55.00 ms).
         start = time.monotonic()
@@ -145,10 +144,10 @@ class LoadProbe(Probe[LoadProbeConfig]):
                 task.cancel()
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
-            ctx.live_set(ACTIVE, 0)
-        ctx.set(ACTIVE, 0)
+            ctx.live_set(LOAD_ACTIVE, 0)
+        ctx.set(LOAD_ACTIVE, 0)
         for code, count in codes.items():
-            ctx.inc(REQUESTS, count, code=code)
+            ctx.inc(LOAD_REQUESTS, count, code=code)
 
         window = last_send - start + 1 / config.rate
         achieved = sent / window

@@ -27,14 +27,13 @@ from __future__ import annotations
 import ssl
 import time
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 from monitor.config.tls import TlsProbeConfig
 from monitor.config.types import split_host_port
+from monitor.metricspecs import TLS_EXPIRY
 from monitor.net.connect import open_connection
 from monitor.probes.base import Probe, ProbeFailure, Result, RunContext
-
-EXPIRY: Final = "monitor_tls_cert_expiry_timestamp_seconds"
 
 
 class TlsProbe(Probe[TlsProbeConfig]):
@@ -61,7 +60,7 @@ class TlsProbe(Probe[TlsProbeConfig]):
             raise ProbeFailure("tls", "the server presented no certificate we could read")
         expiries = [ssl.cert_time_to_seconds(cert["notAfter"]) for cert in chain]
         earliest = min(expiries)
-        ctx.set(EXPIRY, earliest)
+        ctx.set(TLS_EXPIRY, earliest)
         days_left = (earliest - time.time()) / 86400
         issuer = _name(chain[0].get("issuer", ()))
         when = datetime.fromtimestamp(earliest, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

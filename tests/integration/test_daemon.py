@@ -240,7 +240,7 @@ probes:
     try:
         registry = daemon.metrics.registry
         ratio = "monitor_sql_connect_app_timeout_ratio"
-        daemon.metrics[ratio].labels("db-a", "sql").observe(0.5)  # a run's worth of data
+        daemon.metrics.named(ratio).labels("db-a", "sql").observe(0.5)  # a run's worth of data
         write("2s")
         assert await daemon.reload() == []
         a, b = {"probe": "db-a", "kind": "sql"}, {"probe": "db-b", "kind": "sql"}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config.common import TLSOptions
+from monitor.metricspecs import HTTP_PHASES
 from monitor.net.fetch import Request, fetch
 from monitor.probes.base import RunContext
 from tests.support.h2_nginx import STATUS, h2_nginx, logged, protocols, run, url
@@ -144,7 +145,7 @@ async def test_fetch_reports_the_negotiated_version(tmp_path: Path, certs: Path)
 
 async def test_a_probe_context_records_h2_phases(tmp_path: Path, certs: Path) -> None:
     """ttfb and transfer are recorded into the run over HTTP/2 as well."""
-    ctx = RunContext("t", "http", phase_metric="monitor_http_phase_duration_seconds")
+    ctx = RunContext("t", "http", phase_metric=HTTP_PHASES)
     async with h2_nginx(tmp_path, certs) as nginx:
         response = await fetch(Request(url(nginx)), timeout=5, ctx=ctx,
                                tls=TLSOptions(ca_file=certs / "ca.pem"),

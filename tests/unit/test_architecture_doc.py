@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.metrics import SPECS
+from monitor.metricspecs import SPECS
 from monitor.probes.base import REASONS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitor.metrics import sample_names
+from monitor.metricspecs import sample_names
 from tests.e2e.dashboards import (
     DASHBOARDS_DIR,
     TEMPLATE_VARIABLES,

@@ -10,13 +10,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.exposition import Exposition
-from monitor.metrics import SPECS, ConstLabelRegistry, Metrics
+from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.metricspecs import SPECS
 
 
 def fill(metrics: Metrics, rng: random.Random, probes: int) -> None:
     """Random values in every metric, label values with quotes, backslashes, newlines."""
     for spec in SPECS:
-        metric = metrics[spec.name]
+        metric = metrics.named(spec.name)
         for i in range(probes if spec.labels else 1):
             values = [f"v{i}" if n != "probe" else f'p{i}"\\\n' for n in spec.labels]
             child = metric.labels(*values) if spec.labels else metric
@@ -39,7 +40,7 @@ def test_identical_to_generate_latest_with_constant_labels() -> None:
     assert exposition.render() == generate_latest(registry).decode()
     registry.const_labels = {"env": "prod", "vantage": 'a"b'}  # a reload changes them
     assert exposition.render() == generate_latest(registry).decode()
-    metrics["monitor_probe_runs_total"].remove('p1"\\\n', "v1", "v1")  # a probe removed
+    metrics.named("monitor_probe_runs_total").remove('p1"\\\n', "v1", "v1")  # a probe removed
     fill(metrics, rng, probes=2)
     assert exposition.render() == generate_latest(registry).decode()
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitor.metrics import sample_names
+from monitor.metricspecs import sample_names
 from tests.support.external import needs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,25 +19,11 @@ one module before; they keep importing from here).
 """
 
 from monitor.probes.sql.classification import classify, foreign_answer
-from monitor.probes.sql.probe import (
-    APP_TIMEOUT,
-    CONNECT,
-    CONNECT_RATIO,
-    MAX,
-    PHASES,
-    USED,
-    SqlProbe,
-)
+from monitor.probes.sql.probe import SqlProbe
 from monitor.probes.sql.session import Marks
 from monitor.probes.sql.tls import make_ssl_context
 
 __all__ = [
-    "APP_TIMEOUT",
-    "CONNECT",
-    "CONNECT_RATIO",
-    "MAX",
-    "PHASES",
-    "USED",
     "Marks",
     "SqlProbe",
     "classify",

@@ -94,15 +94,32 @@ import asyncio
 import ssl
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import ClassVar, Final
+from typing import ClassVar
 
 import structlog
 
 from monitor.config.sql import SqlProbeConfig
 from monitor.config.types import format_duration
-from monitor.metricnames import ObservedName
+from monitor.metricspecs import (
+    SQL_APP_TIMEOUT,
+    SQL_CONNECT,
+    SQL_CONNECT_RATIO,
+    SQL_CONNECTIONS_MAX,
+    SQL_CONNECTIONS_USED,
+    SQL_PHASES,
+    PhaseSpec,
+)
 from monitor.net.exhaustion import executor_full
-from monitor.probes.base import Probe, ProbeFailure, Reason, Result, RunContext, Sample, zero
+from monitor.probes.base import (
+    Probe,
+    ProbeFailure,
+    Reason,
+    Result,
+    RunContext,
+    Sample,
+    initial,
+    zero,
+)
 from monitor.probes.sql import mysql, postgres
 from monitor.probes.sql.classification import classify, foreign_answer
 from monitor.probes.sql.credentials import PasswordSource
@@ -112,14 +129,6 @@ from monitor.probes.sql.tls import ContextCache
 
 log = structlog.get_logger("monitor.probes.sql")
 
-PHASES: Final = "monitor_sql_phase_duration_seconds"
-CONNECT: Final = "monitor_sql_connect_duration_seconds"
-# The whole connect as a fraction of app_timeout: fixed buckets whatever the
-# app_timeout, so that the rules compare against 0.8 with no per-probe buckets.
-CONNECT_RATIO: Final = "monitor_sql_connect_app_timeout_ratio"
-APP_TIMEOUT: Final = "monitor_sql_app_timeout_seconds"
-USED: Final = "monitor_sql_connections_used"
-MAX: Final = "monitor_sql_connections_max"
 
 # Above this share of connections in use a burst could be what tips the
 # server over (docs/architecture.md: the probe must never exhaust it).
@@ -155,7 +164,7 @@ class BurstConnect:
 
 class SqlProbe(Probe[SqlProbeConfig]):
     config: SqlProbeConfig
-    phase_metric: ClassVar[ObservedName | None] = PHASES
+    phase_metric: ClassVar[PhaseSpec | None] = SQL_PHASES
     # tls joins them when tls.mode is not disable (initial_samples).
     phases: ClassVar[tuple[str, ...]] = ("connect", "startup", "query")
 
@@ -169,17 +178,17 @@ class SqlProbe(Probe[SqlProbeConfig]):
         self._ssl_context()
 
     def initial_samples(self) -> list[Sample]:
-        samples = [Sample(APP_TIMEOUT, (), self.config.app_timeout, "set"), zero(CONNECT),
-                   zero(CONNECT_RATIO)]
+        samples = [initial(SQL_APP_TIMEOUT, self.config.app_timeout), zero(SQL_CONNECT),
+                   zero(SQL_CONNECT_RATIO)]
         if self.config.tls.mode != "disable":
-            samples.append(zero(PHASES, phase="tls"))
+            samples.append(zero(SQL_PHASES, phase="tls"))
         return samples
 
     async def run(self, ctx: RunContext) -> Result:
         config = self.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.timeout - ctx.elapsed()
-        ctx.set(APP_TIMEOUT, config.app_timeout)
+        ctx.set(SQL_APP_TIMEOUT, config.app_timeout)
         ctx.trace(f"connect {config.info_target()} user={config.user} tls={config.tls.mode}"
                   + (" auth=google_iam" if config.auth.google_iam else "")
                   + (" client-cert" if config.tls.cert_file is not None else ""))
@@ -299,8 +308,8 @@ class SqlProbe(Probe[SqlProbeConfig]):
                                       f"{failure.detail}") from None
 
     def _observe_connect(self, ctx: RunContext, seconds: float) -> None:
-        ctx.observe(CONNECT, seconds)
-        ctx.observe(CONNECT_RATIO, seconds / self.config.app_timeout)
+        ctx.observe(SQL_CONNECT, seconds)
+        ctx.observe(SQL_CONNECT_RATIO, seconds / self.config.app_timeout)
 
     def _connect_summary(self, marks: Marks) -> str:
         phases = marks.phases()
@@ -310,10 +319,10 @@ class SqlProbe(Probe[SqlProbeConfig]):
     # -- headroom ------------------------------------------------------------------
     def _record_headroom(self, ctx: RunContext, headroom: Headroom) -> str:
         if headroom.max is not None:
-            ctx.set(MAX, headroom.max)
+            ctx.set(SQL_CONNECTIONS_MAX, headroom.max)
             ctx.facts["connections_max"] = headroom.max
         if headroom.used is not None:
-            ctx.set(USED, headroom.used)
+            ctx.set(SQL_CONNECTIONS_USED, headroom.used)
             ctx.facts["connections_used"] = headroom.used
         if headroom.note:
             ctx.facts["connections_note"] = headroom.note

@@ -24,14 +24,25 @@ from structlog.testing import capture_logs
 from monitor.config.loader import parse_config
 from monitor.config.sql import SqlProbeConfig
 from monitor.metrics import Metrics
+from monitor.metricspecs import (
+    SQL_APP_TIMEOUT,
+    SQL_CONNECT,
+    SQL_CONNECT_RATIO,
+    SQL_CONNECTIONS_MAX,
+    SQL_CONNECTIONS_USED,
+    SQL_PHASES,
+)
 from monitor.probes import build_probe
 from monitor.probes.base import Probe, Result, RunContext
-from monitor.probes.sql import APP_TIMEOUT, CONNECT, CONNECT_RATIO, MAX, PHASES, USED
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once
 from tests.support.databases import MariaDBServer, PostgresServer
 from tests.support.faultproxy import FaultProxy, Faults, client_sockets
+
+# The names the samples carry.
+PHASES, CONNECT, CONNECT_RATIO = SQL_PHASES.name, SQL_CONNECT.name, SQL_CONNECT_RATIO.name
+APP_TIMEOUT, USED, MAX = SQL_APP_TIMEOUT.name, SQL_CONNECTIONS_USED.name, SQL_CONNECTIONS_MAX.name
 
 Server = PostgresServer | MariaDBServer
 

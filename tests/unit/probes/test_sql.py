@@ -19,9 +19,10 @@ from aiohttp import web
 
 from monitor.config.loader import ConfigError
 from monitor.config.sql import SqlProbeConfig
+from monitor.metricspecs import SQL_CONNECT, SQL_CONNECT_RATIO
 from monitor.probes import KINDS, build_probe
 from monitor.probes.base import ProbeFailure, Result
-from monitor.probes.sql import CONNECT, CONNECT_RATIO, SqlProbe, mysql
+from monitor.probes.sql import SqlProbe, mysql
 from monitor.probes.sql.dial import first_that_accepts
 from monitor.probes.sql.session import Marks
 from monitor.redact import Redactor
@@ -30,6 +31,8 @@ from tests.support import configs
 from tests.support.configs import probe_config
 from tests.support.faultproxy import client_sockets
 from tests.support.http_servers import serve_app, serve_raw
+
+CONNECT, CONNECT_RATIO = SQL_CONNECT.name, SQL_CONNECT_RATIO.name  # as samples name them
 
 DRIVERS = ["postgres", "mysql"]
 

@@ -10,12 +10,15 @@ from typing import Any
 from aiohttp import web
 
 from monitor.config.tls import TlsProbeConfig
+from monitor.metricspecs import TLS_EXPIRY
 from monitor.probes import KINDS
 from monitor.probes.base import Result
-from monitor.probes.tls import EXPIRY, TlsProbe
+from monitor.probes.tls import TlsProbe
 from tests.support.configs import probe_config
 from tests.support.http_servers import Certs, self_signed, serve_app, serve_raw
 from tests.support.running import run_probe
+
+EXPIRY = TLS_EXPIRY.name  # as samples name it
 
 
 def config(target: str, **fields: Any) -> TlsProbeConfig:
