@@ -1,9 +1,10 @@
 """Our HTTP/1.x response parser against h11, per whole probe run.
 
-Starts an aiohttp server in a separate process on 127.0.0.1 (its CPU is not
-counted: this process's ``time.process_time`` is) and runs, interleaved over
-several rounds, sequential whole `kind: http` runs (``monitor.runner.run_once``:
-fresh connection, request, response, origin counting, expect checks):
+Starts the aiohttp server of bench/http_probe_cpu.py in a separate process on
+127.0.0.1 (its CPU is not counted: this process's ``time.process_time`` is)
+and runs, interleaved over several rounds, sequential whole `kind: http` runs
+(``monitor.runner.run_once``: fresh connection, request, response, origin
+counting, expect checks):
 
     own       the fetch of this tree, parsing with monitor.net.http1
     h11       the same fetch with the parser swapped for an h11 adapter (same
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import ssl
 import statistics
 import subprocess
 import sys
@@ -36,6 +36,9 @@ from typing import Any
 import h11
 import structlog
 import trustme
+
+# A sibling script (python puts bench/ on sys.path): its child-process server.
+from http_probe_cpu import serve
 
 import monitor.net.fetch as fetch_module
 from monitor.config.http import HttpProbeConfig
@@ -88,32 +91,6 @@ class H11Parser:
                     raise Closed("before the end of the response")
         except h11.RemoteProtocolError as exc:
             raise ProtocolError(str(exc)) from None
-
-
-def serve(cert_dir: Path) -> None:
-    """Child process: plain and TLS listeners of one aiohttp app; prints ports."""
-    from aiohttp import web
-
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(text='{"status": "ok"}', headers={"x-app-revision": "r1"})
-
-    async def run() -> None:
-        app = web.Application()
-        app.router.add_get("/health", health)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        plain = web.TCPSite(runner, "127.0.0.1", 0)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert_dir / "server.pem")
-        secure = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await plain.start()
-        await secure.start()
-        ports = [site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-                 for site in (plain, secure)]
-        print(*ports, flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(run())
 
 
 Runner = Callable[[], Awaitable[None]]

@@ -6,6 +6,10 @@
   through the real loader (tests/support/configs.py).
 - ``run_probe``: ``await run_probe(probe)`` runs it once through the real
   runner; ``run_probe.logs`` holds the log events of every run so far.
+- ``fake_logging``: the fake Cloud Logging API (tests/support/fake_logging.py);
+  ``logging_metadata``: the fake metadata server, google-auth aimed at it,
+  whose access tokens are the only ones ``fake_logging`` accepts (what the
+  attribution tests look up with).
 - marker ``external``: the test needs a binary outside Python (PostgreSQL,
   MariaDB, haproxy, nginx, Prometheus, Alertmanager, Chromium, promtool, amtool);
   ``pytest -m "not external"`` runs the rest.
@@ -14,7 +18,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,9 @@ import pytest
 
 from monitor.probes.base import Probe, Result
 from tests.support import configs, ports, running
+from tests.support.fake_logging import FakeLogging, logging_credentials, serve_fake_logging
 from tests.support.http_servers import Certs
+from tests.support.metadata import FakeMetadata
 
 
 @pytest.fixture
@@ -53,6 +59,19 @@ class ProbeRunner:
 @pytest.fixture
 def run_probe() -> ProbeRunner:
     return ProbeRunner()
+
+
+@pytest.fixture
+async def fake_logging() -> AsyncIterator[FakeLogging]:
+    async with serve_fake_logging() as served:
+        yield served
+
+
+@pytest.fixture
+async def logging_metadata(fake_logging: FakeLogging,
+                           monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMetadata]:
+    async with logging_credentials(fake_logging, monkeypatch) as served:
+        yield served
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -285,17 +285,8 @@ async def _exchange(connection: Stream, request: Request, authority: str, target
                     done = True
             if done:
                 break
-    except ProtocolError as exc:
-        raise ProbeFailure("protocol", f"invalid HTTP response from {run.target}: "
-                                       f"{exc}") from None
-    except TooLarge:
-        raise ProbeFailure("assertion", f"body larger than max_body_bytes "
-                                        f"({max_body_bytes} bytes)") from None
-    except Closed as exc:
-        raise ProbeFailure("connection_reset",
-                           f"connection to {run.target} closed {exc}") from None
-    except (OSError, ssl.SSLError) as exc:  # resets, and ICMP errors on an open socket
-        raise _lost(exc, "receive", run, _lost_detail(run, response, exc)) from None
+    except _RECEIVE_ERRORS as exc:
+        raise _receive_failure(exc, run, max_body_bytes, response) from None
     assert response is not None
     run.phase("transfer", time.monotonic() - first_byte)
     if read_body:
@@ -339,15 +330,8 @@ async def _exchange_h2(connection: Stream, request: Request, authority: str, tar
     try:
         _, body = await http2.exchange(connection, fields, request.body, run,
                                        max_body_bytes=max_body_bytes, wants_body=wants_body)
-    except TooLarge:
-        raise ProbeFailure("assertion", f"body larger than max_body_bytes "
-                                        f"({max_body_bytes} bytes)") from None
-    except Closed as exc:
-        raise ProbeFailure("connection_reset",
-                           f"connection to {run.target} closed {exc}") from None
-    except (OSError, ssl.SSLError) as exc:  # resets, and ICMP errors on an open socket
-        raise _lost(exc, "receive", run,
-                    _lost_detail(run, found[0] if found else None, exc)) from None
+    except _RECEIVE_ERRORS as exc:
+        raise _receive_failure(exc, run, max_body_bytes, found[0] if found else None) from None
     response = found[-1]
     if body is not None:
         _set_body(response, body, run, max_body_bytes)
@@ -365,6 +349,27 @@ def _response(head: Head, request: Request, connection: Stream, run: Progress) -
         for name, value in head.headers:
             run.trace(_trace_header("<", name, value, run.public_query))
     return response
+
+
+# What reading a response raises, over HTTP/1.1 and HTTP/2 alike, besides ProbeFailure
+# (only HTTP/1.1's parser raises ProtocolError: monitor.net.http2 raises ProbeFailure
+# for frames that are not HTTP/2).
+_RECEIVE_ERRORS = (ProtocolError, TooLarge, Closed, OSError, ssl.SSLError)
+
+
+def _receive_failure(exc: Exception, run: Progress, max_body_bytes: int,
+                     response: Response | None) -> ProbeFailure:
+    """The failure for one of :data:`_RECEIVE_ERRORS` while a response was read;
+    ``response`` is its head when one had arrived (the detail says where it broke)."""
+    if isinstance(exc, ProtocolError):
+        return ProbeFailure("protocol", f"invalid HTTP response from {run.target}: {exc}")
+    if isinstance(exc, TooLarge):
+        return ProbeFailure("assertion", f"body larger than max_body_bytes "
+                                         f"({max_body_bytes} bytes)")
+    if isinstance(exc, Closed):
+        return ProbeFailure("connection_reset", f"connection to {run.target} closed {exc}")
+    # resets, and ICMP errors on an open socket
+    return _lost(exc, "receive", run, _lost_detail(run, response, exc))
 
 
 def _lost(exc: BaseException, stage: Stage, run: Progress, detail: str) -> ProbeFailure:

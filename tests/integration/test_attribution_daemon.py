@@ -19,44 +19,21 @@ from monitor.metrics import ConstLabelRegistry, Metrics
 from monitor.redact import Redactor
 from monitor.status import build_status
 from monitor.tracecontext import CLOUD_TRACE
-from tests.support.fake_logging import FakeLogging, lb_entry, serve_fake_logging
+from tests.support.fake_logging import FakeLogging, lb_entry
 from tests.support.http_servers import Served, serve_app
-from tests.support.metadata import FakeMetadata, fake_metadata, point_google_auth_at
 
 PROJECT = "demo-project"
 METRIC = "monitor_http_failure_attribution_total"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeLogging]:
-    async with serve_fake_logging() as served:
-        yield served
-
-
-@pytest.fixture
-async def metadata(fake: FakeLogging,
-                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMetadata]:
-    """The shared fake metadata server (tests/support/metadata.py), google-auth
-    aimed at it as on Cloud Run; the Logging fake accepts only its tokens."""
-    async with fake_metadata() as served:
-        fake.valid_tokens = served.access_tokens
-        with point_google_auth_at(served.host, monkeypatch):
-            yield served
-
-
-@pytest.fixture
-def adc(metadata: FakeMetadata) -> None:
-    """Credentials come from the fake metadata server."""
-
-
-@pytest.fixture
-async def platform(fake: FakeLogging) -> AsyncIterator[Served]:
+async def platform(fake_logging: FakeLogging) -> AsyncIterator[Served]:
     """A load balancer with no healthy backend: 502, and its request log entry
     carrying the trace id the client sent."""
 
     async def no_backend(request: web.Request) -> web.Response:
         trace_id = request.headers[CLOUD_TRACE].split("/")[0]
-        fake.add(lb_entry(PROJECT, trace_id, 502, "failed_to_pick_backend"))
+        fake_logging.add(lb_entry(PROJECT, trace_id, 502, "failed_to_pick_backend"))
         return web.Response(status=502, text="no healthy upstream")
 
     app = web.Application()
@@ -96,12 +73,12 @@ async def until(check: object, what: str) -> None:
     raise AssertionError(what)
 
 
-@pytest.mark.usefixtures("adc")
+@pytest.mark.usefixtures("logging_metadata")
 async def test_failed_run_is_attributed_in_metric_status_and_log(
-        tmp_path: Path, fake: FakeLogging, platform: Served) -> None:
+        tmp_path: Path, fake_logging: FakeLogging, platform: Served) -> None:
     """A 502 of a load balancer without backends: the counter, /api/status
     and the log say lb:failed_to_pick_backend for that run's trace id."""
-    daemon = await start(tmp_path, "one", platform.url, attribution_block(fake))
+    daemon = await start(tmp_path, "one", platform.url, attribution_block(fake_logging))
     registry = daemon.metrics.registry
 
     def value(attribution: str) -> float | None:
@@ -121,7 +98,7 @@ async def test_failed_run_is_attributed_in_metric_status_and_log(
     last = status["probes"][0]["last"]
     assert last["facts"]["trace_id"] == trace_id
     assert "failed_to_pick_backend" in last["facts"]["attribution_detail"]
-    assert f"traces/{trace_id}" in fake.calls[0]["filter"]
+    assert f"traces/{trace_id}" in fake_logging.calls[0]["filter"]
     events = {e["event"]: e for e in logs}
     assert events["probe failed"]["trace_id"] == trace_id
     assert events["failure attributed"]["attribution"] == "lb:failed_to_pick_backend"
@@ -130,17 +107,18 @@ async def test_failed_run_is_attributed_in_metric_status_and_log(
     assert trace_id not in exposition
 
 
-@pytest.mark.usefixtures("adc")
+@pytest.mark.usefixtures("logging_metadata")
 @pytest.mark.parametrize("fail", ["hang", 500, 403])
 async def test_a_slow_or_failing_logging_api_leaves_probe_timing_alone(
-        tmp_path: Path, fake: FakeLogging, platform: Served, fail: str | int) -> None:
+        tmp_path: Path, fake_logging: FakeLogging, platform: Served, fail: str | int) -> None:
     """Runs with lookups to a hanging (or erroring) Logging API take as long,
     by the probe's own durations, as runs of a daemon without attribution;
     the daemon keeps running and counts what it could not look up."""
-    fake.fail = fail
+    fake_logging.fail = fail
     plain = await start(tmp_path, "plain", platform.url)
     looked = await start(tmp_path, "looked", platform.url,
-                         attribution_block(fake, timeout="30s" if fail == "hang" else "2s",
+                         attribution_block(fake_logging,
+                                           timeout="30s" if fail == "hang" else "2s",
                                            max_lookups_per_minute="10", queue_size="3"))
     without: list[float] = []
     with_lookups: list[float] = []
@@ -151,7 +129,7 @@ async def test_a_slow_or_failing_logging_api_leaves_probe_timing_alone(
             await looked._run("web")
             with_lookups.append(looked.recorder.probes["web"].ring[-1].duration)
         if fail == "hang":
-            assert fake.hanging >= 1  # lookups were in flight while the probe ran
+            assert fake_logging.hanging >= 1  # lookups were in flight while the probe ran
         await looked._run("web")
         assert looked.ready and len(looked.recorder.probes["web"].ring) == 21
         # 21 failed runs, at most 10 lookups a minute (a hanging API also
@@ -171,16 +149,16 @@ async def test_a_slow_or_failing_logging_api_leaves_probe_timing_alone(
     assert slower < 1.5 or statistics.median(with_lookups) - statistics.median(without) < 0.003
 
 
-@pytest.mark.usefixtures("adc")
+@pytest.mark.usefixtures("logging_metadata")
 async def test_reload_turns_attribution_on_and_off(
-        tmp_path: Path, fake: FakeLogging, platform: Served) -> None:
+        tmp_path: Path, fake_logging: FakeLogging, platform: Served) -> None:
     """A reload that adds `attribution:` starts the lookups (with zero series
     for the probes that stay); one that removes it stops them."""
     daemon = await start(tmp_path, "reload", platform.url)
     plain = daemon.config_path.read_text()
     try:
         assert daemon.attributor is None
-        daemon.config_path.write_text(plain + attribution_block(fake) + "\n")
+        daemon.config_path.write_text(plain + attribution_block(fake_logging) + "\n")
         assert await daemon.reload() == []
         assert daemon.attributor is not None
         assert daemon.metrics.registry.get_sample_value(
@@ -193,6 +171,6 @@ async def test_reload_turns_attribution_on_and_off(
         assert await daemon.reload() == []
         assert daemon.attributor is None
         await daemon._run("web")  # failing runs go on without lookups
-        assert len(fake.calls) == 1
+        assert len(fake_logging.calls) == 1
     finally:
         await daemon.stop()

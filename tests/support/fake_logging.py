@@ -43,7 +43,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
+
+from tests.support.metadata import FakeMetadata, fake_metadata, point_google_auth_at
 
 TROUBLESHOOTING = "https://cloud.google.com/run/docs/troubleshooting"
 NO_INSTANCE = ("The request was aborted because there was no available instance. "
@@ -201,3 +204,14 @@ async def serve_fake_logging() -> AsyncIterator[FakeLogging]:
     finally:
         fake.fail = None
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def logging_credentials(fake: FakeLogging,
+                              monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMetadata]:
+    """The fake metadata server of tests/support/metadata.py with google-auth aimed
+    at it, as on Cloud Run; ``fake`` accepts only the access tokens it hands out."""
+    async with fake_metadata() as served:
+        fake.valid_tokens = served.access_tokens
+        with point_google_auth_at(served.host, monkeypatch):
+            yield served

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,34 +28,11 @@ from tests.support.fake_logging import (
     FakeLogging,
     lb_entry,
     run_entry,
-    serve_fake_logging,
 )
-from tests.support.metadata import FakeMetadata, fake_metadata, point_google_auth_at
+from tests.support.metadata import FakeMetadata
 
 PROJECT = "demo-project"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLogging]:
-    async with serve_fake_logging() as served:
-        yield served
-
-
-@pytest.fixture
-async def metadata(fake: FakeLogging,
-                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMetadata]:
-    """The shared fake metadata server (tests/support/metadata.py), google-auth
-    aimed at it as on Cloud Run; the Logging fake accepts only its tokens."""
-    async with fake_metadata() as served:
-        fake.valid_tokens = served.access_tokens
-        with point_google_auth_at(served.host, monkeypatch):
-            yield served
-
-
-@pytest.fixture
-def adc(metadata: FakeMetadata) -> None:
-    """Credentials come from the fake metadata server."""
 
 
 def settings(fake: FakeLogging, **fields: Any) -> AttributionConfig:
@@ -121,12 +97,12 @@ def test_classify_documented_entries(entries: list[dict[str, Any]], expected: st
 
 
 async def test_filter_names_the_trace_and_the_platform_resources(
-        fake: FakeLogging, metadata: FakeMetadata) -> None:
+        fake_logging: FakeLogging, logging_metadata: FakeMetadata) -> None:
     """The request names projects/P/traces/T, both resource types, newest first."""
-    fake.add(lb_entry(PROJECT, TRACE, 502, "failed_to_pick_backend"),
-             lb_entry(PROJECT, "0" * 31 + "1", 502, "backend_timeout"))
+    fake_logging.add(lb_entry(PROJECT, TRACE, 502, "failed_to_pick_backend"),
+                     lb_entry(PROJECT, "0" * 31 + "1", 502, "backend_timeout"))
     seen = Seen()
-    worker = attributor(fake, seen)
+    worker = attributor(fake_logging, seen)
     worker.start()
     try:
         worker.submit(failed())
@@ -134,14 +110,14 @@ async def test_filter_names_the_trace_and_the_platform_resources(
     finally:
         await worker.stop()
     assert seen.attributed[0][1:3] == (TRACE, "lb:failed_to_pick_backend")
-    [call] = fake.calls
+    [call] = fake_logging.calls
     assert call["resourceNames"] == [f"projects/{PROJECT}"]
     assert f'trace="projects/{PROJECT}/traces/{TRACE}"' in call["filter"]
     assert 'resource.type="http_load_balancer"' in call["filter"]
     assert 'resource.type="cloud_run_revision"' in call["filter"]
     assert call["orderBy"] == "timestamp desc"
     # One access token, with the read-only logging scope.
-    assert [c.get("scopes") for c in metadata.token_calls] == [
+    assert [c.get("scopes") for c in logging_metadata.token_calls] == [
         "https://www.googleapis.com/auth/logging.read"]
 
 
@@ -152,18 +128,18 @@ def test_filter_bounds_the_time() -> None:
     assert 'timestamp<="2027-01-15T08:05:00Z"' in text
 
 
-@pytest.mark.usefixtures("adc")
-async def test_paging_follows_next_page_token_up_to_max_pages(fake: FakeLogging) -> None:
+@pytest.mark.usefixtures("logging_metadata")
+async def test_paging_follows_next_page_token_up_to_max_pages(fake_logging: FakeLogging) -> None:
     """250 entries at pageSize 100: three pages; max_pages 2 stops after two."""
-    fake.add(*[run_entry(PROJECT, TRACE, 200) for _ in range(249)],
-             run_entry(PROJECT, TRACE, 429, NO_INSTANCE))
-    client = LoggingClient(fake.url)
+    fake_logging.add(*[run_entry(PROJECT, TRACE, 200) for _ in range(249)],
+                     run_entry(PROJECT, TRACE, 429, NO_INSTANCE))
+    client = LoggingClient(fake_logging.url)
     try:
         entries, pages = await client.list_entries(
             PROJECT, trace_filter(PROJECT, TRACE, time.time(), 300), page_size=100,
             max_pages=5)
         assert (len(entries), pages) == (250, 3)
-        assert [c.get("pageToken") for c in fake.calls] == [None, "100", "200"]
+        assert [c.get("pageToken") for c in fake_logging.calls] == [None, "100", "200"]
         assert classify(entries)[0] == "run:no_instance"
         entries, pages = await client.list_entries(
             PROJECT, trace_filter(PROJECT, TRACE, time.time(), 300), page_size=100,
@@ -173,11 +149,12 @@ async def test_paging_follows_next_page_token_up_to_max_pages(fake: FakeLogging)
         await client.close()
 
 
-@pytest.mark.usefixtures("adc")
-async def test_lookups_are_capped_per_minute_and_the_rest_counted(fake: FakeLogging) -> None:
+@pytest.mark.usefixtures("logging_metadata")
+async def test_lookups_are_capped_per_minute_and_the_rest_counted(
+        fake_logging: FakeLogging) -> None:
     """15 failures with a cap of 10 a minute: 10 lookups, 5 dropped as rate_limited."""
     seen = Seen()
-    worker = attributor(fake, seen, max_lookups_per_minute=10)
+    worker = attributor(fake_logging, seen, max_lookups_per_minute=10)
     worker.start()
     try:
         for i in range(15):
@@ -186,17 +163,17 @@ async def test_lookups_are_capped_per_minute_and_the_rest_counted(fake: FakeLogg
         await asyncio.sleep(0.1)  # nothing more may arrive
     finally:
         await worker.stop()
-    assert len(seen.attributed) == len(fake.calls) == 10
+    assert len(seen.attributed) == len(fake_logging.calls) == 10
     assert seen.dropped == ["rate_limited"] * 5
     assert {a for _, _, a, _ in seen.attributed} == {"not_found"}
 
 
-@pytest.mark.usefixtures("adc")
-async def test_full_queue_drops_and_counts(fake: FakeLogging) -> None:
+@pytest.mark.usefixtures("logging_metadata")
+async def test_full_queue_drops_and_counts(fake_logging: FakeLogging) -> None:
     """A hanging API fills the bounded queue; the overflow is dropped as queue_full."""
-    fake.fail = "hang"
+    fake_logging.fail = "hang"
     seen = Seen()
-    worker = attributor(fake, seen, queue_size=2, max_lookups_per_minute=20, timeout="5s")
+    worker = attributor(fake_logging, seen, queue_size=2, max_lookups_per_minute=20, timeout="5s")
     worker.start()
     try:
         for i in range(8):
@@ -225,18 +202,18 @@ def test_only_failed_http_like_runs_with_a_trace_are_looked_up() -> None:
     assert worker._queue.qsize() == 1
 
 
-@pytest.mark.usefixtures("adc")
+@pytest.mark.usefixtures("logging_metadata")
 @pytest.mark.parametrize(("fail", "says"), [
     pytest.param(500, "HTTP 500: INTERNAL", id="500"),
     pytest.param(403, "HTTP 403: PERMISSION_DENIED", id="403"),
     pytest.param("hang", "no answer from Cloud Logging within 0.3s", id="hang"),
 ])
-async def test_a_failing_api_is_lookup_failed(fake: FakeLogging, fail: str | int,
+async def test_a_failing_api_is_lookup_failed(fake_logging: FakeLogging, fail: str | int,
                                               says: str) -> None:
     """Error bodies and a hanging API end as lookup_failed with a readable why."""
-    fake.fail = fail
+    fake_logging.fail = fail
     seen = Seen()
-    worker = attributor(fake, seen, timeout="300ms")
+    worker = attributor(fake_logging, seen, timeout="300ms")
     worker.start()
     try:
         worker.submit(failed())
@@ -247,12 +224,12 @@ async def test_a_failing_api_is_lookup_failed(fake: FakeLogging, fail: str | int
     assert attribution == "lookup_failed" and says in detail
 
 
-async def test_no_credentials_is_lookup_failed(fake: FakeLogging, tmp_path: Path,
+async def test_no_credentials_is_lookup_failed(fake_logging: FakeLogging, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A key file that does not exist: lookup_failed naming the credential problem."""
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     seen = Seen()
-    worker = attributor(fake, seen)
+    worker = attributor(fake_logging, seen)
     worker.start()
     try:
         worker.submit(failed())
@@ -261,4 +238,4 @@ async def test_no_credentials_is_lookup_failed(fake: FakeLogging, tmp_path: Path
         await worker.stop()
     [(_, _, attribution, detail)] = seen.attributed
     assert attribution == "lookup_failed" and "no credentials" in detail
-    assert fake.calls == []
+    assert fake_logging.calls == []

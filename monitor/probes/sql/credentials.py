@@ -20,7 +20,9 @@ driver only.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +38,14 @@ SQL_LOGIN_SCOPE = "https://www.googleapis.com/auth/sqlservice.login"
 def fetch_google_access_token(scope: str) -> tuple[str, float | None]:
     """Blocking: one OAuth access token for ``scope`` from google-auth, and its expiry."""
     # Imported here: only configs with google_iam pay for google-auth.
-    import google.auth
     import google.auth.transport.requests
     from google.auth import compute_engine
 
     request = google.auth.transport.requests.Request()
     credentials: Any
     if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
-        credentials, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-            os.environ["GOOGLE_APPLICATION_CREDENTIALS"], scopes=[scope])
+        credentials = credentials_from_file(os.environ["GOOGLE_APPLICATION_CREDENTIALS"],
+                                            [scope])
     else:
         # Straight to the metadata server (as monitor/gcp/tokens.py does): google.auth.default()
         # would first ping 169.254.169.254, ignoring GCE_METADATA_HOST.
@@ -54,6 +55,98 @@ def fetch_google_access_token(scope: str) -> tuple[str, float | None]:
     # google-auth keeps naive UTC datetimes.
     expires = None if expiry is None else expiry.replace(tzinfo=dt.UTC).timestamp()
     return str(credentials.token), expires
+
+
+def credentials_from_file(path: str, scopes: list[str]) -> Any:
+    """The credentials of a ``GOOGLE_APPLICATION_CREDENTIALS`` file, scoped, built by
+    the loader of the type the file names.
+
+    google-auth deprecates its generic ``load_credentials_from_file`` (it builds
+    whatever type a file names); this accepts the types that mint access tokens
+    for Google APIs, which that function loaded: a service-account key, user
+    credentials (``gcloud auth application-default login``), an impersonation
+    file, and Workload Identity Federation (``external_account``, also its
+    authorized-user form). What cannot be used raises google-auth's
+    ``DefaultCredentialsError``, in the words of its generic loader.
+    """
+    # Checked first, as google-auth does: a missing file says so in these words.
+    if not os.path.exists(path):
+        raise _unusable(f"File {path} was not found.")
+    with open(path, encoding="utf-8") as file:
+        try:
+            info = json.load(file)
+        except ValueError as exc:  # also a file that is not UTF-8
+            raise _unusable(f"File {path} is not a valid json file.", exc) from exc
+    kind = info.get("type") if isinstance(info, dict) else None
+    loader = _LOADERS.get(kind) if isinstance(kind, str) else None
+    if loader is None:
+        raise _unusable(f"The file {path} does not have a valid type. Type is {kind}, "
+                        f"expected one of {tuple(_LOADERS)}.")
+    try:
+        return loader(info, scopes)
+    except ValueError as exc:
+        raise _unusable(f"Failed to load {kind} credentials from {path}", exc) from exc
+
+
+def _unusable(*args: object) -> Exception:
+    from google.auth import exceptions
+
+    return exceptions.DefaultCredentialsError(*args)  # type: ignore[no-untyped-call]
+
+
+def _service_account(info: dict[str, Any], scopes: list[str]) -> Any:
+    from google.oauth2 import service_account
+
+    return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+        info, scopes=scopes)
+
+
+def _authorized_user(info: dict[str, Any], scopes: list[str]) -> Any:
+    from google.oauth2 import credentials
+
+    return credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
+        info, scopes=scopes)
+
+
+def _impersonated(info: dict[str, Any], scopes: list[str]) -> Any:
+    from google.auth import impersonated_credentials
+
+    loader = impersonated_credentials.Credentials.from_impersonated_service_account_info
+    return loader(info, scopes=scopes)  # type: ignore[no-untyped-call]
+
+
+def _external_account(info: dict[str, Any], scopes: list[str]) -> Any:
+    # The three kinds of Workload Identity Federation file, told apart as google-auth does.
+    if info.get("subject_token_type") == "urn:ietf:params:aws:token-type:aws4_request":
+        from google.auth import aws
+
+        return aws.Credentials.from_info(info, scopes=scopes)  # type: ignore[no-untyped-call]
+    if (info.get("credential_source") or {}).get("executable") is not None:
+        from google.auth import pluggable
+
+        return pluggable.Credentials.from_info(  # type: ignore[no-untyped-call]
+            info, scopes=scopes)
+    from google.auth import identity_pool
+
+    return identity_pool.Credentials.from_info(  # type: ignore[no-untyped-call]
+        info, scopes=scopes)
+
+
+def _external_account_authorized_user(info: dict[str, Any], scopes: list[str]) -> Any:
+    from google.auth import external_account_authorized_user
+
+    # Its scopes are those granted at sign-in (google-auth passes none either).
+    return external_account_authorized_user.Credentials.from_info(  # type: ignore[no-untyped-call]
+        info)
+
+
+_LOADERS: dict[str, Callable[[dict[str, Any], list[str]], Any]] = {
+    "service_account": _service_account,
+    "authorized_user": _authorized_user,
+    "impersonated_service_account": _impersonated,
+    "external_account": _external_account,
+    "external_account_authorized_user": _external_account_authorized_user,
+}
 
 
 # The process-wide access-token cache of sql probes (keyed by scope).
