@@ -261,7 +261,9 @@ class BurstProbe(Probe[BurstProbeConfig]):
                 response = await fetch(trace.apply(request), timeout=config.step_timeout,
                                        tls=config.tls,
                                        connect_address=address, max_redirects=0,
-                                       max_body_bytes=HTTP_BODY_BYTES)
+                                       max_body_bytes=HTTP_BODY_BYTES,
+                                       progress=Progress(public_query=request.public_query,
+                                                         stamp_connect=True))
             except ProbeFailure as failure:
                 timed_out = failure.reason in ("timeout", "connect_timeout")
                 return _done(started, None, "timeout" if timed_out else "failed",
@@ -287,7 +289,7 @@ async def echo_once(address: tuple[str, int], payload: bytes, started: float,
     try:
         async with asyncio.timeout(step_timeout):
             try:
-                progress = Progress()
+                progress = Progress(stamp_connect=True)  # 200 connects in flight
                 reader, writer, _ = await tcp_connect([address[0]], address[1], progress)
             except ProbeFailure as refused:
                 return _done(started, None, "failed", refused.reason, refused.detail)

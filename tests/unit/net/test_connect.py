@@ -32,23 +32,34 @@ async def listening(host: str) -> AsyncIterator[int]:
         server.close()
 
 
-async def test_the_addresses_are_tried_in_order_until_one_accepts() -> None:
+# asyncio's own connect, and the one stamped at the kernel's "connected" (burst).
+CONNECTS = [pytest.param(False, id="asyncio-connect"), pytest.param(True, id="stamped")]
+
+
+@pytest.mark.parametrize("stamp", CONNECTS)
+async def test_the_addresses_are_tried_in_order_until_one_accepts(stamp: bool) -> None:
     """127.0.0.2 refuses (the server listens on 127.0.0.1 only): not a retry, nothing
     was sent; the connect goes on to the next address within the same deadline."""
     async with listening("127.0.0.1") as port:
-        progress = Progress()
+        progress = Progress(stamp_connect=stamp)
         _, writer, address = await tcp_connect(["127.0.0.2", "127.0.0.1"], port, progress)
+        writer.write(b"x")  # a usable stream either way
+        await writer.drain()
         writer.transport.abort()
     assert address == "127.0.0.1"
     assert set(progress.phases) == {"connect"}
+    assert progress.phases["connect"] > 0
+    assert (progress.connected_at is not None) is stamp
 
 
-async def test_when_every_address_fails_the_first_reason_wins_and_all_are_listed() -> None:
+@pytest.mark.parametrize("stamp", CONNECTS)
+async def test_when_every_address_fails_the_first_reason_wins_and_all_are_listed(
+        stamp: bool) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(ProbeFailure) as caught:
-        await tcp_connect(["127.0.0.2", "127.0.0.3"], port, Progress())
+        await tcp_connect(["127.0.0.2", "127.0.0.3"], port, Progress(stamp_connect=stamp))
     assert caught.value.reason == "connect_refused"
     assert "127.0.0.2" in caught.value.detail and "127.0.0.3" in caught.value.detail
 
