@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from monitor.config import load_config
 from monitor.daemon import Daemon
 from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.probes import PROBE_KINDS
 from monitor.redact import Redactor
 from monitor.tracecontext import CLOUD_TRACE
 from tests.support.fake_logging import lb_entry, serve_fake_logging
@@ -43,7 +44,7 @@ probes:
   - {{name: web, kind: http, url: {url}/health{probe_extra}}}
 {extra}
 """)
-    config = load_config(path)
+    config = load_config(path, kinds=PROBE_KINDS)
     d = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()),
                redactor=Redactor(config.secrets))
     await d.start()

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from monitor.config.loader import parse_config
 from monitor.config.sql import SqlTLS
-from monitor.probes import build_probe
+from monitor.probes import PROBE_KINDS, build_probe
 from monitor.probes.sql import mysql, postgres
 from monitor.probes.sql.session import CURRENT, Marks
 from monitor.probes.sql.tls import make_ssl_context
@@ -69,7 +69,7 @@ def config_for(server: Server, tls: str, ca_file: Path, burst: int | None = None
     if burst:
         fields["burst"] = burst
     text = "probes:\n  - " + server.probe_yaml("bench", **fields) + "\n"
-    return parse_config(text, {"DB_PASSWORD": server.password}).probes[0]
+    return parse_config(text, {"DB_PASSWORD": server.password}, kinds=PROBE_KINDS).probes[0]
 
 
 async def bare(server: Server, context: ssl.SSLContext | None) -> float:

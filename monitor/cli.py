@@ -79,8 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(port=args.port, postgres_dsn=args.postgres, redactor=redactor)
 
+    from monitor.probes import PROBE_KINDS  # the kinds (and their libraries) load only here
+
     path = config_path(args.config)
-    source = ConfigSource.file(path)
+    source = ConfigSource.file(path, kinds=PROBE_KINDS)
     try:
         config = source.load()
     except ConfigError as error:

@@ -20,6 +20,7 @@ import structlog
 from monitor import __version__, attribution
 from monitor.config import Config, ConfigError, ConfigSource, ProbeConfig
 from monitor.config.common import TLSOptions
+from monitor.config.journey import JourneyProbeConfig
 from monitor.metrics import ConstLabelRegistry, Metrics
 from monitor.metricspecs import (
     ATTRIBUTION_DROPPED,
@@ -29,7 +30,7 @@ from monitor.metricspecs import (
     SCHEDULER_LAG,
 )
 from monitor.net.tlsctx import client_context as ssl_context
-from monitor.probes import build_probe
+from monitor.probes import PROBE_KINDS, build_probe
 from monitor.probes.base import Probe, ProbeFailure
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
@@ -56,7 +57,7 @@ class Daemon:
         redactor: Redactor,
         shard: tuple[int, int] | None = None,
     ) -> None:
-        self.source = ConfigSource.of(source)  # what a reload reads again
+        self.source = ConfigSource.of(source, kinds=PROBE_KINDS)  # what a reload reads again
         self.config = config
         self.metrics = metrics
         self.redactor = redactor
@@ -271,7 +272,7 @@ def _build_tls(probe_config: ProbeConfig) -> None:
     """Build the probe's client TLS contexts now (they are cached for its runs):
     a CA file that went bad since validation fails the reload, not every run."""
     options = [getattr(probe_config, "tls", None)]
-    if probe_config.kind == "journey":  # (a burst's steps are numbers)
+    if isinstance(probe_config, JourneyProbeConfig):  # (a burst's steps are numbers)
         options += [getattr(step.action, "tls", None) for step in probe_config.steps]
     for tls in options:
         if isinstance(tls, TLSOptions):

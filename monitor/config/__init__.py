@@ -2,7 +2,7 @@
 
 from monitor.config.common import ProbeBase
 from monitor.config.loader import ConfigError, load_config, parse_config
-from monitor.config.models import Config, GlobalConfig, ProbeConfig, ServerConfig
+from monitor.config.models import Config, GlobalConfig, ProbeConfig, ProbeKinds, ServerConfig
 from monitor.config.source import ConfigSource
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "GlobalConfig",
     "ProbeBase",
     "ProbeConfig",
+    "ProbeKinds",
     "ServerConfig",
     "load_config",
     "parse_config",

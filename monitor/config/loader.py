@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from monitor.config.common import query_values
-from monitor.config.models import PROBE_ADAPTER, Config, GlobalConfig, ServerConfig
+from monitor.config.models import Config, GlobalConfig, ProbeKinds, ServerConfig
 from monitor.config.tracing import AttributionConfig
 from monitor.config.yamlload import YamlLimit, load_yaml
 from monitor.templates import TEMPLATE
@@ -44,8 +44,12 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, interpolate and validate ``path``; raise ConfigError listing every problem."""
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *,
+                kinds: ProbeKinds) -> Config:
+    """Read, interpolate and validate ``path``; raise ConfigError listing every problem.
+
+    ``kinds``: the probe kinds it may use (``monitor.probes.PROBE_KINDS``).
+    """
     path = Path(path)
     try:
         if path.is_dir():
@@ -60,13 +64,15 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
-    return parse_config(text, environ if environ is not None else os.environ, source=str(path))
+    return parse_config(text, environ if environ is not None else os.environ, source=str(path),
+                        kinds=kinds)
 
 
-def parse_config(text: str, environ: Mapping[str, str], source: str = "<config>") -> Config:
+def parse_config(text: str, environ: Mapping[str, str], source: str = "<config>", *,
+                 kinds: ProbeKinds) -> Config:
     """Interpolate and validate YAML ``text``; raise ConfigError listing every problem."""
     try:
-        return _parse(text, environ, source)
+        return _parse(text, environ, source, kinds)
     except ConfigError as error:
         raise ConfigError([_cut(p) for p in error.problems]) from None
     except RecursionError:
@@ -80,7 +86,7 @@ def _cut(problem: str, limit: int = MAX_PROBLEM_CHARS) -> str:
     return problem if len(problem) <= limit else problem[: limit - 15] + "... [truncated]"
 
 
-def _parse(text: str, environ: Mapping[str, str], source: str) -> Config:
+def _parse(text: str, environ: Mapping[str, str], source: str, kinds: ProbeKinds) -> Config:
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError([f"{source}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB"])
     try:
@@ -109,7 +115,8 @@ def _parse(text: str, environ: Mapping[str, str], source: str) -> Config:
 
     global_config = _validate(GlobalConfig, _section(raw, "global"), "global", problems)
     server = _validate(ServerConfig, _section(raw, "server"), "server", problems)
-    probes = _validate_probes(raw.get("probes"), global_config or GlobalConfig(), problems)
+    probes = _validate_probes(raw.get("probes"), global_config or GlobalConfig(), problems,
+                              kinds)
     attribution = (None if raw.get("attribution") is None else
                    _validate(AttributionConfig, raw["attribution"], "attribution", problems))
 
@@ -157,7 +164,8 @@ def _named(problems: list[str], probes: Any) -> list[str]:
     return named
 
 
-def _validate_probes(raw: Any, global_config: GlobalConfig, problems: list[str]) -> list[Any]:
+def _validate_probes(raw: Any, global_config: GlobalConfig, problems: list[str],
+                     kinds: ProbeKinds) -> list[Any]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -179,7 +187,7 @@ def _validate_probes(raw: Any, global_config: GlobalConfig, problems: list[str])
                 )
             seen.setdefault(name, index)
         try:
-            probe = PROBE_ADAPTER.validate_python(item, context={"global": global_config})
+            probe = kinds.validate(item, context={"global": global_config})
         except ValidationError as exc:
             problems.extend(_format_errors(exc, where, label, tagged=True))
             continue

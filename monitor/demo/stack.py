@@ -28,6 +28,7 @@ from monitor.demo.control import Switch, control_app
 from monitor.demo.echo import EchoServer
 from monitor.demo.edge import edge_app
 from monitor.exitcodes import ExitCode
+from monitor.probes import PROBE_KINDS
 from monitor.redact import Redactor
 
 BACKENDS = ("backend-a", "backend-b", "backend-c")
@@ -157,7 +158,8 @@ def demo_source(stack: DemoStack, port: int, pg: dict[str, str]) -> ConfigSource
     """The demo's config file in the stack's workdir, reading the stack's DEMO_* values."""
     path = stack.workdir / "monitor.yaml"
     path.write_text(demo_config_text(postgres=bool(pg)), encoding="utf-8")
-    return ConfigSource.file(path, environ={**stack.environ, **pg, "DEMO_PORT": str(port)})
+    return ConfigSource.file(path, environ={**stack.environ, **pg, "DEMO_PORT": str(port)},
+                             kinds=PROBE_KINDS)
 
 
 async def _run_demo(port: int, postgres_dsn: str | None, redactor: Redactor) -> ExitCode:

@@ -1,15 +1,18 @@
 """The probe kinds: one module each, one explicit registry.
 
-Adding a kind = a config model in ``monitor/config/<kind>.py`` (plus one
-line in ``monitor/config/models.py:ProbeConfig``), a module here, one line
-in ``KINDS``, tests, and a section in the docs.
+``KINDS`` is the only list of kinds: each probe class is generic over its
+config model, and the config's union of models (``PROBE_KINDS``, which the
+loader validates probes with) is derived from it. Adding a kind = a config
+model in ``monitor/config/<kind>.py``, a module here, one line in ``KINDS``,
+tests, and a section in the docs (docs/architecture.md, Adding a kind).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-from monitor.config import ProbeConfig
+from monitor.config import ProbeConfig, ProbeKinds
+from monitor.config.models import kind_of
 from monitor.probes.base import Probe
 from monitor.probes.burst import BurstProbe
 from monitor.probes.http import HttpProbe
@@ -30,6 +33,12 @@ KINDS: dict[str, type[Probe[Any]]] = {
     "tcp": TcpProbe,
     "tls": TlsProbe,
 }
+
+# What a config may name: the models of KINDS, as one discriminated union.
+PROBE_KINDS: Final = ProbeKinds(probe.config_model() for probe in KINDS.values())
+_misnamed = [kind for kind, probe in KINDS.items() if kind_of(probe.config_model()) != kind]
+if _misnamed:  # a bug of ours, found at import rather than on the first config
+    raise TypeError(f"KINDS: {', '.join(_misnamed)} named other than their config model's kind")
 
 
 def build_probe(config: ProbeConfig) -> Probe[Any]:

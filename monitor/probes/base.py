@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, ParamSpec, TypeVar, get_args
+from typing import Any, ClassVar, Generic, Literal, ParamSpec, TypeVar, get_args, get_origin
 
 from monitor.config.common import ProbeBase
 from monitor.metricspecs import (
@@ -217,8 +217,28 @@ class Probe(Generic[C]):
     # The phases a run reports; their series exist from registration on.
     phases: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # mypy cannot spell "a metric whose one label is phase" (PhaseSpec):
+        # checked here, when the kind's module is imported.
+        metric = cls.phase_metric
+        if metric is not None and metric.labels != ("probe", "kind", "phase"):
+            raise TypeError(f"{cls.__name__}.phase_metric {metric.name} must have the "
+                            f"labels probe, kind, phase, not {', '.join(metric.labels)}")
+
     def __init__(self, config: C) -> None:
         self.config: C = config
+
+    @classmethod
+    def config_model(cls) -> type[ProbeBase]:
+        """The config model this class is generic over (``Probe[HttpProbeConfig]``)."""
+        for klass in cls.__mro__:
+            for base in getattr(klass, "__orig_bases__", ()):
+                if get_origin(base) is Probe:
+                    (model,) = get_args(base)
+                    if isinstance(model, type) and issubclass(model, ProbeBase):
+                        return model
+        raise TypeError(f"{cls.__name__} does not subclass Probe[<its config model>]")
 
     async def run(self, ctx: RunContext) -> Result:
         raise NotImplementedError

@@ -27,6 +27,7 @@ import yaml
 from monitor.config import Config, ConfigError, parse_config
 from monitor.daemon import Daemon
 from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.probes import PROBE_KINDS
 from monitor.redact import Redactor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,7 +176,7 @@ def judge(name: str, text: str) -> Config | list[str]:
     """The loaded config, or the problems it was refused with (within CASE_SECONDS)."""
     try:
         with deadline(CASE_SECONDS):
-            return parse_config(text, ENVIRON, source=name)
+            return parse_config(text, ENVIRON, source=name, kinds=PROBE_KINDS)
     except ConfigError as error:
         return error.problems
     except TookTooLong:
@@ -217,7 +218,7 @@ async def test_monitor_validate_exits_3_with_a_message(tmp_path: Path) -> None:
     sample = []
     for name, text in generate(tmp_path)[::7]:
         try:
-            parse_config(text, ENVIRON, source=name)
+            parse_config(text, ENVIRON, source=name, kinds=PROBE_KINDS)
         except ConfigError:
             path = tmp_path / f"{name}.yaml"
             path.write_text(text)

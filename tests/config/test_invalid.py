@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import ConfigError, load_config
+from monitor.probes import PROBE_KINDS
 
 INVALID = Path(__file__).parent / "invalid"
 CASES = sorted(INVALID.glob("*.yaml"))
@@ -22,7 +23,7 @@ def test_invalid_config_reports_every_problem(
     expected = path.with_suffix(".txt").read_text().splitlines()
     monkeypatch.chdir(INVALID)  # messages name the file as given
     with pytest.raises(ConfigError) as raised:
-        load_config(path.name, environ=ENVIRON)
+        load_config(path.name, environ=ENVIRON, kinds=PROBE_KINDS)
     assert raised.value.problems == [line for line in expected if line.strip()]
 
 

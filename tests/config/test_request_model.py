@@ -13,6 +13,7 @@ import trustme
 import yaml
 
 from monitor.config import ConfigError, parse_config
+from monitor.probes import PROBE_KINDS
 
 INJECTED = "v\r\nInjected: 1"
 
@@ -50,7 +51,7 @@ KINDS = ["http", "lb", "load", "burst", "journey-http", "journey-ws"]
 @pytest.mark.parametrize("value", [INJECTED, "a\nb", "nul\0", "caf\u00e9"])
 def test_bad_header_values_are_config_errors(kind: str, value: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        parse_config(text(probe_with_headers(kind, {"X-Test": value})), {})
+        parse_config(text(probe_with_headers(kind, {"X-Test": value})), {}, kinds=PROBE_KINDS)
     [problem] = raised.value.problems
     assert "X-Test" in problem and "probes[0]" in problem
 
@@ -58,7 +59,7 @@ def test_bad_header_values_are_config_errors(kind: str, value: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_good_headers_load(kind: str) -> None:
     parse_config(text(probe_with_headers(kind, {"X-Test": "v1", "Authorization": "Bearer x"})),
-                 {})
+                 {}, kinds=PROBE_KINDS)
 
 
 @pytest.mark.parametrize("kind", ["burst", "journey-http"])
@@ -75,10 +76,10 @@ def test_validate_exits_3_on_header_injection(kind: str, tmp_path: Path) -> None
 def test_json_body_and_body_exclude_each_other() -> None:
     probe = {"name": "p", "kind": "http", "url": "http://127.0.0.1/x", "method": "POST",
              "json": {"a": [1, "b"]}}
-    config = parse_config(text(probe), {})
+    config = parse_config(text(probe), {}, kinds=PROBE_KINDS)
     assert config.probes[0].json_body == {"a": [1, "b"]}
     with pytest.raises(ConfigError, match="either json or body"):
-        parse_config(text({**probe, "body": "raw"}), {})
+        parse_config(text({**probe, "body": "raw"}), {}, kinds=PROBE_KINDS)
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp", "tls", "burst", "lb", "journey"])
@@ -93,11 +94,11 @@ def test_ip_family_on_every_kind_that_resolves(kind: str) -> None:
         "journey": {"name": "p", "kind": "journey",
                     "steps": [{"name": "s", "http": {"url": "http://h.test/"}}]},
     }
-    assert parse_config(text(probes[kind]), {}).probes[0].ip_family == "any"
-    loaded = parse_config(text({**probes[kind], "ip_family": "ipv6"}), {})
+    assert parse_config(text(probes[kind]), {}, kinds=PROBE_KINDS).probes[0].ip_family == "any"
+    loaded = parse_config(text({**probes[kind], "ip_family": "ipv6"}), {}, kinds=PROBE_KINDS)
     assert loaded.probes[0].ip_family == "ipv6"
     with pytest.raises(ConfigError, match="ip_family"):
-        parse_config(text({**probes[kind], "ip_family": "ipv5"}), {})
+        parse_config(text({**probes[kind], "ip_family": "ipv5"}), {}, kinds=PROBE_KINDS)
 
 
 def test_client_certificate_needs_both_files_that_load(tmp_path: Path) -> None:
@@ -108,11 +109,11 @@ def test_client_certificate_needs_both_files_that_load(tmp_path: Path) -> None:
     client.private_key_pem.write_to_path(str(key))
     probe = {"name": "p", "kind": "http", "url": "https://127.0.0.1/x"}
     loaded = parse_config(text({**probe, "tls": {"cert_file": str(cert), "key_file": str(key)}}),
-                          {})
+                          {}, kinds=PROBE_KINDS)
     assert loaded.probes[0].tls.cert_file == cert
     with pytest.raises(ConfigError, match="both cert_file and key_file"):
-        parse_config(text({**probe, "tls": {"cert_file": str(cert)}}), {})
+        parse_config(text({**probe, "tls": {"cert_file": str(cert)}}), {}, kinds=PROBE_KINDS)
     with pytest.raises(ConfigError, match="do not load") as raised:
         parse_config(text({**probe, "tls": {"cert_file": str(key), "key_file": str(cert)}}),
-                     {})
+                     {}, kinds=PROBE_KINDS)
     assert "PRIVATE KEY" not in str(raised.value.problems)

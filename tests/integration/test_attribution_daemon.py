@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from monitor.config import load_config
 from monitor.daemon import Daemon
 from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.probes import PROBE_KINDS
 from monitor.redact import Redactor
 from monitor.status import build_status
 from monitor.tracecontext import CLOUD_TRACE
@@ -51,7 +52,7 @@ probes:
   - {{name: web, kind: http, url: {url}/health}}
 {attribution}
 """)
-    config = load_config(path)
+    config = load_config(path, kinds=PROBE_KINDS)
     daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()),
                     redactor=Redactor(config.secrets))
     await daemon.start()

@@ -17,6 +17,7 @@ import pytest
 from monitor.config import parse_config
 from monitor.demo.backends import Faults, backend_app
 from monitor.demo.stack import DemoStack, demo_config_text, postgres_environ
+from monitor.probes import PROBE_KINDS
 from tests.support.http_servers import Served, serve_app
 from tests.support.ports import free_port
 
@@ -172,7 +173,7 @@ async def test_demo_config_is_valid_against_the_demo_stack() -> None:
     async with DemoStack() as stack:
         environ = {**stack.environ, "DEMO_PORT": "9469",
                    **postgres_environ("postgresql://app:pw@127.0.0.1:5432/app")}
-        config = parse_config(demo_config_text(postgres=True), environ)
+        config = parse_config(demo_config_text(postgres=True), environ, kinds=PROBE_KINDS)
     assert {p.layer for p in config.probes} == {"edge", "service", "egress", "database"}
     assert "pw" not in repr(config)
 

@@ -19,6 +19,7 @@ from monitor.config import load_config
 from monitor.daemon import Daemon
 from monitor.demo.backends import Faults, backend_app
 from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.probes import PROBE_KINDS
 from monitor.redact import Redactor
 from monitor.scheduler import first_run_offset
 from tests.support.http_servers import Served, serve_app
@@ -38,7 +39,7 @@ global: {{interval: {interval}, timeout: 500ms, jitter: 0}}
 server: {{listen: "127.0.0.1:0"}}
 probes:{probes}
 """)
-    config = load_config(path)
+    config = load_config(path, kinds=PROBE_KINDS)
     daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()),
                     redactor=Redactor(config.secrets))
     await daemon.start()

@@ -17,6 +17,7 @@ from monitor.config import load_config
 from monitor.daemon import Daemon
 from monitor.demo.backends import Faults, backend_app
 from monitor.metrics import ConstLabelRegistry, Metrics
+from monitor.probes import PROBE_KINDS
 from monitor.redact import Redactor
 from monitor.server import listen_address, make_app
 from tests.support.http_servers import Served, serve_app
@@ -58,7 +59,7 @@ async def daemon(tmp_path: Path, backend: tuple[Served, Faults],
     monkeypatch.setenv("API_TOKEN", TOKEN)
     path = tmp_path / "monitor.yaml"
     write_config(path, backend[0].url)
-    config = load_config(path)
+    config = load_config(path, kinds=PROBE_KINDS)
     redactor = Redactor(config.secrets)
     daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()), redactor=redactor)
     await daemon.start()
@@ -151,7 +152,7 @@ async def test_basic_auth_guards_every_route(tmp_path: Path, backend: tuple[Serv
     hashed = bcrypt.hashpw(b"right-password", bcrypt.gensalt(rounds=4)).decode()
     path = tmp_path / "monitor.yaml"
     write_config(path, backend[0].url, users=f", basic_auth_users: {{prom: '{hashed}'}}")
-    config = load_config(path)
+    config = load_config(path, kinds=PROBE_KINDS)
     daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()),
                     redactor=Redactor(config.secrets))
     good = "Basic " + base64.b64encode(b"prom:right-password").decode()
@@ -207,7 +208,7 @@ async def test_two_shards_partition_the_probes(tmp_path: Path,
     names = [f"probe-{i}" for i in range(12)]
     path.write_text("probes:\n" + "".join(
         f"  - {{name: {n}, kind: http, url: '{backend[0].url}/health'}}\n" for n in names))
-    config = load_config(path)
+    config = load_config(path, kinds=PROBE_KINDS)
     scheduled = []
     for index in (0, 1):
         daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()),
@@ -234,7 +235,8 @@ probes:
 
     path = tmp_path / "monitor.yaml"
     write("4s")
-    daemon = Daemon(path, load_config(path), metrics=Metrics(ConstLabelRegistry()),
+    daemon = Daemon(path, load_config(path, kinds=PROBE_KINDS),
+                    metrics=Metrics(ConstLabelRegistry()),
                     redactor=Redactor())
     await daemon.start()
     try:

@@ -33,6 +33,7 @@ from monitor.httpd import GatedSite, start_server
 from monitor.metrics import ConstLabelRegistry, Metrics
 from monitor.net.connect import open_connection
 from monitor.net.fetch import Request, fetch
+from monitor.probes import PROBE_KINDS
 from monitor.probes.base import ProbeFailure
 from monitor.redact import Redactor
 from monitor.server import make_app
@@ -398,7 +399,7 @@ async def _daemon(tmp_path: Path) -> Daemon:
     path = tmp_path / "m.yaml"
     path.write_text(f"server: {{listen: '127.0.0.1:0', basic_auth_users: {{prom: '{HASH}'}}}}\n"
                     "probes: []\n")
-    config = load_config(path)
+    config = load_config(path, kinds=PROBE_KINDS)
     daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()),
                     redactor=Redactor(config.secrets))
     await daemon.start()
@@ -504,7 +505,7 @@ async def test_reload_is_all_or_nothing(tmp_path: Path, backend: Served,
     applied by half: ten removed, ten never added) keeps the running config whole; so does
     a reload where one new probe fails to build."""
     path = write_config(tmp_path / "m.yaml", backend, 0, auth=False)
-    config = load_config(path)
+    config = load_config(path, kinds=PROBE_KINDS)
     daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()), redactor=Redactor())
     await daemon.start()
     try:
@@ -542,7 +543,7 @@ async def test_reload_is_all_or_nothing(tmp_path: Path, backend: Served,
 async def test_status_json_of_a_failed_reload(tmp_path: Path, backend: Served) -> None:
     """POST /-/reload with a bad file: 400 and the problems, as JSON."""
     path = write_config(tmp_path / "m.yaml", backend, 0, auth=False, probes=1)
-    config = load_config(path)
+    config = load_config(path, kinds=PROBE_KINDS)
     daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()), redactor=Redactor())
     await daemon.start()
     runner, site = await start_server(make_app(daemon), "127.0.0.1", 0, ssl_context=None,
@@ -688,7 +689,7 @@ async def test_status_page_and_logs_never_show_query_values(tmp_path: Path) -> N
         path = tmp_path / "m.yaml"
         path.write_text(f"probes:\n  - {{name: echoed, kind: http, "
                         f"url: '{served.url}/echo?{query}', interval: 1m}}\n")
-        config = load_config(path)
+        config = load_config(path, kinds=PROBE_KINDS)
         daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()),
                         redactor=Redactor(config.secrets))
         await daemon.start()
@@ -755,7 +756,7 @@ probes:
     steps:
       - {{name: login, http: {{url: 'https://127.0.0.1:1/', tls: {{ca_file: '{ca}'}}}}}}
 """)
-    config = load_config(path)
+    config = load_config(path, kinds=PROBE_KINDS)
     daemon = Daemon(path, config, metrics=Metrics(ConstLabelRegistry()), redactor=Redactor())
     await daemon.start()
     try:

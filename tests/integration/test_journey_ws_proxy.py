@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 from monitor.config.loader import parse_config
 from monitor.demo.agent import DEMO_PASSWORD
 from monitor.metrics import Metrics
-from monitor.probes import build_probe
+from monitor.probes import PROBE_KINDS, build_probe
 from monitor.probes.base import Result
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
@@ -77,7 +77,7 @@ async def walk(journey: list[dict[str, Any]], env: dict[str, str] | None = None)
     probe = {"name": "ws-proxy", "kind": "journey", "interval": "30s", "timeout": "5s",
              "steps": journey}
     config = parse_config(yaml.safe_dump({"probes": [probe]}),
-                          {"AGENT_PASSWORD": DEMO_PASSWORD, **(env or {})})
+                          {"AGENT_PASSWORD": DEMO_PASSWORD, **(env or {})}, kinds=PROBE_KINDS)
     cfg = config.probes[0]
     return await run_once(build_probe(cfg), redactor=Redactor(config.secrets),
                           debug=True)
@@ -198,7 +198,7 @@ async def test_password_stays_out_of_traces_logs_and_status(tmp_path: Path, ca: 
                       for name, var in (("good", "PROXY_PASSWORD"), ("bad", "WRONG"))]
             config = parse_config(yaml.safe_dump({"probes": probes}), {
                 "AGENT_PASSWORD": DEMO_PASSWORD, "PROXY_PASSWORD": PASSWORD,
-                "WRONG": PASSWORD + "x"})
+                "WRONG": PASSWORD + "x"}, kinds=PROBE_KINDS)
             redactor = Redactor(config.secrets)
             recorder = Recorder(Metrics(CollectorRegistry()))
             results = []

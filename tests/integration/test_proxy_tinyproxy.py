@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from monitor.config.loader import parse_config
 from monitor.metrics import Metrics
-from monitor.probes import build_probe
+from monitor.probes import PROBE_KINDS, build_probe
 from monitor.probes.base import Result
 from monitor.recorder import Recorder
 from monitor.redact import MASK, Redactor
@@ -236,7 +236,8 @@ async def test_proxy_password_stays_out_of_logs_status_and_metrics(tmp_path: Pat
                        "proxy_url": f"http://{USER}:${{{var}}}@127.0.0.1:{proxy.port}"}
                       for name, var in (("good", "PROXY_PASSWORD"), ("bad", "WRONG"))]
             config = parse_config(yaml.safe_dump({"probes": probes}),
-                                  {"PROXY_PASSWORD": PASSWORD, "WRONG": PASSWORD + "x"})
+                                  {"PROXY_PASSWORD": PASSWORD, "WRONG": PASSWORD + "x"},
+                          kinds=PROBE_KINDS)
             redactor = Redactor(config.secrets)
             recorder = Recorder(Metrics(CollectorRegistry()))
             results = []

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from monitor.config import Config, parse_config
+from monitor.probes import PROBE_KINDS
 
 # A short name per kind, so that a test gives only what it is about.
 DEFAULT_NAMES = {"http": "web", "tls": "cert", "tcp": "tcp", "lb": "edge", "burst": "vpc",
@@ -29,7 +30,8 @@ def config_text(*probes: Mapping[str, Any], **sections: Any) -> str:
 def load(*probes: Mapping[str, Any], environ: Mapping[str, str] | None = None,
          **sections: Any) -> Config:
     """A whole Config through the loader (``environ`` fills ``${NAME}``; default none)."""
-    return parse_config(config_text(*probes, **sections), dict(environ or {}), source="<test>")
+    return parse_config(config_text(*probes, **sections), dict(environ or {}), source="<test>",
+                        kinds=PROBE_KINDS)
 
 
 def probe_config(kind: str, *, environ: Mapping[str, str] | None = None, **fields: Any) -> Any:

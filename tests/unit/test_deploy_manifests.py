@@ -8,7 +8,6 @@ import shutil
 import string
 import subprocess
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import yaml
 from monitor import __version__
 from monitor.cli import parser as cli_parser
 from monitor.config.loader import parse_config
-from monitor.config.models import ProbeConfig
+from monitor.probes import PROBE_KINDS
 from monitor.sharding import parse_shard, select
 from tests.support.external import needs
 
@@ -55,12 +54,8 @@ def k8s_docs() -> dict[str, dict[str, Any]]:
 
 
 def registered_kinds() -> set[str]:
-    """The probe kinds this build knows (monitor/config/models.py)."""
-    union = typing.get_args(ProbeConfig)[0]
-    kinds: set[str] = set()
-    for model in typing.get_args(union) or (union,):
-        kinds.update(typing.get_args(model.model_fields["kind"].annotation))
-    return kinds
+    """The probe kinds this build knows (monitor/probes/__init__.py:KINDS)."""
+    return set(PROBE_KINDS.names)
 
 
 def parse_example(text: str, environ: dict[str, str]) -> Any:
@@ -70,7 +65,7 @@ def parse_example(text: str, environ: dict[str, str]) -> Any:
     unknown = {p["kind"] for p in raw["probes"]} - known
     assert unknown <= DOCUMENTED_KINDS, f"undocumented kinds: {unknown - DOCUMENTED_KINDS}"
     raw["probes"] = [p for p in raw["probes"] if p["kind"] in known]
-    return parse_config(yaml.safe_dump(raw), environ, "example")
+    return parse_config(yaml.safe_dump(raw), environ, "example", kinds=PROBE_KINDS)
 
 
 # -- Kubernetes ---------------------------------------------------------------

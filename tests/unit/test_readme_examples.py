@@ -9,6 +9,7 @@ import pytest
 import trustme
 
 from monitor.config import parse_config
+from monitor.probes import PROBE_KINDS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = [b for b in re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
@@ -29,5 +30,5 @@ def test_readme_probe_example_loads(block: str, tmp_path: Path) -> None:
     trustme.CA().cert_pem.write_to_path(str(ca))  # loaded (so checked) at load time
     text = "probes:\n" + block.replace("/run/secrets/db-password", str(secret)) \
         .replace("/etc/monitor/cloudsql-ca.pem", str(ca))
-    config = parse_config(text, environ={"PROBE_PASSWORD": "x"})
+    config = parse_config(text, environ={"PROBE_PASSWORD": "x"}, kinds=PROBE_KINDS)
     assert len(config.probes) == 1

@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 from monitor.config import parse_config
 from monitor.metrics import ConstLabelRegistry, Metrics
 from monitor.metricspecs import HTTP_PHASES, HTTP_RESPONSES
+from monitor.probes import PROBE_KINDS
 from monitor.probes.base import RunContext, Sample, zero
 from monitor.recorder import Recorder
 
@@ -22,7 +23,7 @@ probes:
 
 
 def setup() -> tuple[Any, Metrics, Recorder, ConstLabelRegistry]:
-    config = parse_config(CONFIG, environ={})
+    config = parse_config(CONFIG, environ={}, kinds=PROBE_KINDS)
     registry = ConstLabelRegistry()
     registry.const_labels = dict(config.global_.labels)
     metrics = Metrics(registry)

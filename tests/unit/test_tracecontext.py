@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from monitor.config import parse_config
 from monitor.config.tracing import TraceContextConfig
 from monitor.net.fetch import Request
-from monitor.probes import build_probe
+from monitor.probes import PROBE_KINDS, build_probe
 from monitor.probes.base import Result, RunContext
 from monitor.redact import Redactor
 from monitor.runner import run_once
@@ -98,7 +98,7 @@ async def server() -> AsyncIterator[Served]:
 
 async def run(probe: dict[str, Any]) -> Result:
     base = {"name": "p", "interval": "30s", "timeout": "3s"}
-    config = parse_config(yaml.safe_dump({"probes": [{**base, **probe}]}), {})
+    config = parse_config(yaml.safe_dump({"probes": [{**base, **probe}]}), {}, kinds=PROBE_KINDS)
     cfg = config.probes[0]
     return await run_once(build_probe(cfg), redactor=Redactor(config.secrets))
 

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from monitor.config.loader import parse_config
 from monitor.config.sql import SqlProbeConfig
 from monitor.gcp.tokens import REFRESH_MARGIN_SECONDS, IdTokenProvider
-from monitor.probes import build_probe
+from monitor.probes import PROBE_KINDS, build_probe
 from monitor.probes.base import Probe, Result
 from monitor.probes.sql import credentials
 from monitor.probes.sql.credentials import SQL_LOGIN_SCOPE, fetch_google_access_token
@@ -43,7 +43,8 @@ def sql_probe(server: Server, name: str = "db", environ: dict[str, str] | None =
     fields = {"interval": "10s", "app_timeout": "2s", "timeout": "5s", **fields}
     text = "probes:\n  - " + server.probe_yaml(name, **fields) + "\n"  # password=None: none
     config: SqlProbeConfig = parse_config(
-        text, environ if environ is not None else {"DB_PASSWORD": server.password}).probes[0]
+        text, environ if environ is not None else {"DB_PASSWORD": server.password},
+        kinds=PROBE_KINDS).probes[0]
     return config
 
 

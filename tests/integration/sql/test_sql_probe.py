@@ -32,7 +32,7 @@ from monitor.metricspecs import (
     SQL_CONNECTIONS_USED,
     SQL_PHASES,
 )
-from monitor.probes import build_probe
+from monitor.probes import PROBE_KINDS, build_probe
 from monitor.probes.base import Probe, Result, RunContext
 from monitor.recorder import Recorder
 from monitor.redact import Redactor
@@ -52,7 +52,7 @@ def probe_config(server: Server, password: str | None = None, name: str = "db",
     """A validated probe for ``server``; the password comes in through ${DB_PASSWORD}."""
     fields = {"interval": "10s", "app_timeout": "2s", "timeout": "5s", **fields}
     text = "probes:\n  - " + server.probe_yaml(name, **fields) + "\n"
-    config = parse_config(text, {"DB_PASSWORD": password or server.password})
+    config = parse_config(text, {"DB_PASSWORD": password or server.password}, kinds=PROBE_KINDS)
     probe: SqlProbeConfig = config.probes[0]
     return probe
 
@@ -390,7 +390,7 @@ async def test_burst_refused_connects_fail_the_run_and_are_closed(db: Server) ->
     try:
         text = "probes:\n  - " + db.probe_yaml(
             "db", user=user, burst=10, interval="10s", app_timeout="2s", timeout="5s") + "\n"
-        config = parse_config(text, {"DB_PASSWORD": password}).probes[0]
+        config = parse_config(text, {"DB_PASSWORD": password}, kinds=PROBE_KINDS).probes[0]
         result = await run(config)
         assert client_sockets(db.port) == 0
         left = await wait_sessions_gone(db, user)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from monitor.config import parse_config
 from monitor.config.burst import BurstProbeConfig
 from monitor.metrics import Metrics
+from monitor.probes import PROBE_KINDS
 from monitor.probes.base import Result
 from monitor.probes.burst import OUTCOMES, BurstProbe
 from monitor.recorder import Recorder
@@ -266,6 +267,6 @@ def test_step_timeout_defaults_to_global_timeout() -> None:
     """Without step_timeout a step gets global.timeout, and the run timeout follows from it."""
     text = ("global: {timeout: 4s}\nprobes:\n"
             "  - {name: b, kind: burst, target: '127.0.0.1:7', steps: [5, 10], interval: 1m}\n")
-    (probe,) = parse_config(text, {}).probes
+    (probe,) = parse_config(text, {}, kinds=PROBE_KINDS).probes
     assert probe.step_timeout == 4.0
     assert probe.timeout > 2 * probe.step_timeout

@@ -37,10 +37,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from pydantic import TypeAdapter
 
-from monitor.config.models import ProbeConfig
-from monitor.probes import build_probe
+from monitor.probes import PROBE_KINDS, build_probe
 from monitor.probes.base import Result
 from monitor.redact import Redactor
 from monitor.runner import run_once
@@ -168,13 +166,13 @@ EXCEPTIONS = {("hang", "sql"): "connect_timeout", ("hang", "sql_mysql"): "connec
               ("eof", "sql_mysql"): "connect_timeout"}
 CASES = [(condition, kind) for condition in EXPECTED for kind in KINDS
          if not (condition == "tls_garbage" and kind in NO_TLS)]
-PROBE_CONFIG: TypeAdapter[Any] = TypeAdapter(ProbeConfig)
+PROBE_CONFIG = PROBE_KINDS  # one probe mapping -> its kind's model
 
 
 async def run(kind: str, condition: str) -> Result:
     async with target(condition) as (host, port):
-        cfg = PROBE_CONFIG.validate_python(config(kind, host, port,
-                                                  tls=condition == "tls_garbage"))
+        cfg = PROBE_CONFIG.validate(config(kind, host, port,
+                                                  tls=condition == "tls_garbage"), {})
         probe = build_probe(cfg)
         try:
             return await run_once(probe, redactor=Redactor())

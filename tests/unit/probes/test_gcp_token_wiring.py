@@ -9,7 +9,7 @@ from aiohttp import web
 
 from monitor.config import parse_config
 from monitor.gcp import tokens
-from monitor.probes import build_probe
+from monitor.probes import PROBE_KINDS, build_probe
 from tests.support.http_servers import Served, serve_app
 from tests.support.running import run_probe
 
@@ -61,7 +61,7 @@ def probe_yaml(kind: str, url: str) -> str:
 async def test_every_request_carries_the_id_token(kind: str, target: Served) -> None:
     """Each request the probe sends has `Authorization: Bearer <token>`."""
     text = f"probes:\n  - {probe_yaml(kind, target.url)}"
-    config = parse_config(text, environ={}).probes[0]
+    config = parse_config(text, environ={}, kinds=PROBE_KINDS).probes[0]
     result = await run_probe(build_probe(config))
     assert result.ok, result.detail
     assert target.requests

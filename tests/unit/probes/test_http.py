@@ -15,7 +15,7 @@ from aiohttp import web
 from monitor import USER_AGENT
 from monitor.config import ConfigError, parse_config
 from monitor.config.http import HttpProbeConfig
-from monitor.probes import KINDS
+from monitor.probes import KINDS, PROBE_KINDS
 from monitor.probes.base import Result
 from monitor.probes.http import HttpProbe
 from monitor.redact import Redactor
@@ -414,7 +414,7 @@ probes:
       Authorization: "Bearer ${{PROBE_TOKEN}}"
       X-Api-Key: "${{API_KEY}}"
 """
-        cfg = parse_config(text, {"PROBE_TOKEN": token, "API_KEY": api_key})
+        cfg = parse_config(text, {"PROBE_TOKEN": token, "API_KEY": api_key}, kinds=PROBE_KINDS)
         probe_cfg = cfg.probe("secret")
         result = await run_once(HttpProbe(probe_cfg),
                                 redactor=Redactor(cfg.secrets), debug=True)

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from monitor.config import parse_config
+from monitor.probes import PROBE_KINDS
 from monitor.probes.http import HttpProbe
 from monitor.redact import Redactor
 from monitor.runner import run_once
@@ -187,7 +188,7 @@ async def test_a_secret_in_a_failing_value_is_redacted() -> None:
         config = parse_config(
             f"probes: [{{name: web, kind: http, url: '{server.url}/', "
             "headers: {X-Token: '${PROBE_TOKEN}'}, expect: {headers: {X-Echo: '^nothing$'}}}]",
-            {"PROBE_TOKEN": token})
+            {"PROBE_TOKEN": token}, kinds=PROBE_KINDS)
         cfg = config.probes[0]
         result = await run_once(HttpProbe(cfg), redactor=Redactor(config.secrets))
     assert result.reason == "assertion"

@@ -22,7 +22,7 @@ from monitor.config import parse_config
 from monitor.config.journey import JourneyProbeConfig
 from monitor.demo.agent import DEMO_PASSWORD, WRONG_TYPE_MESSAGES
 from monitor.metrics import Metrics
-from monitor.probes import KINDS
+from monitor.probes import KINDS, PROBE_KINDS
 from monitor.probes.base import Result
 from monitor.probes.journey import JourneyProbe
 from monitor.recorder import Recorder
@@ -66,7 +66,8 @@ def load(steps: list[dict[str, Any]], *, password: str = DEMO_PASSWORD,
     """Through the real loader: env interpolation, `${token}` left for run time, secrets."""
     probe = {"name": "golden-path", "kind": "journey", "interval": "30s", "timeout": "3s",
              "steps": steps, **fields}
-    config = parse_config(yaml.safe_dump({"probes": [probe]}), {"AGENT_PASSWORD": password})
+    config = parse_config(yaml.safe_dump({"probes": [probe]}), {"AGENT_PASSWORD": password},
+                          kinds=PROBE_KINDS)
     return config.probes[0], Redactor(config.secrets)
 
 
@@ -349,7 +350,7 @@ def test_default_timeout_sums_step_timeouts() -> None:
             {"name": "b", "ws_connect": {"url": "ws://127.0.0.1:1/ws"}},
             {"name": "c", "ws_expect": {"regex": "x", "timeout": "20s"}},
         ]}]})
-    assert parse_config(text, {}).probes[0].timeout == 27.0
+    assert parse_config(text, {}, kinds=PROBE_KINDS).probes[0].timeout == 27.0
 
 
 def test_variable_from_an_earlier_step_is_accepted() -> None:

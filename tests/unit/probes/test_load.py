@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from monitor.config.load import LoadProbeConfig
 from monitor.config.loader import parse_config
 from monitor.metrics import Metrics
+from monitor.probes import PROBE_KINDS
 from monitor.probes.base import Result, RunContext, Sample
 from monitor.probes.load import LoadProbe, quantile, schedule
 from monitor.recorder import Recorder
@@ -182,7 +183,7 @@ def test_default_timeout_is_duration_plus_request_timeout() -> None:
     cfg = parse_config(
         "global: {timeout: 5s}\n"
         "probes: [{name: p, kind: load, url: 'http://127.0.0.1/', rate: 10, duration: 1m,"
-        " interval: 1h}]\n", {}).probes[0]
+        " interval: 1h}]\n", {}, kinds=PROBE_KINDS).probes[0]
     assert (cfg.request_timeout, cfg.timeout) == (5.0, 66.0)
 
 

@@ -1,36 +1,67 @@
-"""monitor/probes/__init__.py: KINDS and the config union name the same kinds, model by model."""
+"""monitor/probes/__init__.py: KINDS is the one list of kinds; the config's
+union of models (PROBE_KINDS) is derived from it."""
 
 from __future__ import annotations
 
-import typing
+import pytest
+from pydantic import ValidationError
 
-from monitor.config.models import ProbeConfig
-from monitor.probes import KINDS
+from monitor.config import ConfigError, ProbeKinds, parse_config
+from monitor.config.http import HttpProbeConfig
+from monitor.config.models import kind_of
+from monitor.config.tcp import TcpProbeConfig
+from monitor.probes import KINDS, PROBE_KINDS
 from monitor.probes.base import Probe
+from monitor.probes.http import HttpProbe
 
 
-def config_models() -> dict[str, type]:
-    """kind -> config model, read from the discriminated union of monitor/config/models.py."""
-    union = typing.get_args(ProbeConfig)[0]
-    return {typing.get_args(model.model_fields["kind"].annotation)[0]: model
-            for model in typing.get_args(union)}
+def test_the_config_union_is_the_models_of_kinds() -> None:
+    """Each probe class is generic over its kind's model; PROBE_KINDS holds exactly those."""
+    assert PROBE_KINDS.names == tuple(KINDS)
+    assert PROBE_KINDS.models == tuple(probe.config_model() for probe in KINDS.values())
+    assert {kind: kind_of(probe.config_model()) for kind, probe in KINDS.items()} == {
+        kind: kind for kind in KINDS}
+    assert HttpProbe.config_model() is HttpProbeConfig
 
 
-def probe_model(probe: type[Probe[typing.Any]]) -> type:
-    """The config model a probe class is generic over (``Probe[HttpProbeConfig]``)."""
-    for base in getattr(probe, "__orig_bases__", ()):
-        if typing.get_origin(base) is Probe:
-            model: type = typing.get_args(base)[0]
-            return model
-    raise AssertionError(f"{probe.__name__} does not subclass Probe[<config model>]")
+def test_a_probe_class_not_generic_over_a_model_is_a_type_error() -> None:
+    class Untyped(Probe):  # type: ignore[type-arg]
+        pass
+
+    with pytest.raises(TypeError, match="Untyped does not subclass Probe"):
+        Untyped.config_model()
 
 
-def test_every_config_kind_has_a_probe_and_every_probe_a_config_kind() -> None:
-    """One line in the union and one in KINDS per kind: neither list can miss one."""
-    assert set(config_models()) == set(KINDS)
+def test_a_subclass_of_a_kind_keeps_its_model() -> None:
+    class Tuned(HttpProbe):
+        pass
+
+    assert Tuned.config_model() is HttpProbeConfig
 
 
-def test_each_probe_is_generic_over_its_kinds_config_model() -> None:
-    """KINDS['http'] is a Probe[HttpProbeConfig], and so on for every kind."""
-    models = config_models()
-    assert {kind: probe_model(probe) for kind, probe in KINDS.items()} == models
+def test_only_the_kinds_handed_to_the_loader_are_accepted() -> None:
+    """The loader knows no kind of its own: a config naming another is refused
+    with the kinds it was given."""
+    text = "probes: [{name: web, kind: http, url: 'http://127.0.0.1:1/'}]"
+    assert parse_config(text, {}, kinds=PROBE_KINDS).probes[0].kind == "http"
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, {}, kinds=ProbeKinds([TcpProbeConfig]))
+    assert "probes[0]" in error.value.problems[0]
+    two = ProbeKinds([TcpProbeConfig, HttpProbeConfig])
+    with pytest.raises(ValidationError, match="'tcp', 'http'"):
+        two.validate({"name": "x", "kind": "dns"}, {})
+
+
+def test_a_kind_named_twice_or_no_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="named twice"):
+        ProbeKinds([TcpProbeConfig, TcpProbeConfig])
+    with pytest.raises(ValueError, match="no probe kinds"):
+        ProbeKinds([])
+
+
+def test_a_phase_metric_without_the_phase_label_is_refused_at_class_definition() -> None:
+    from monitor.metricspecs import SQL_CONNECT
+
+    with pytest.raises(TypeError, match="must have the labels probe, kind, phase"):
+        class Wrong(HttpProbe):
+            phase_metric = SQL_CONNECT  # a histogram, but without `phase`
