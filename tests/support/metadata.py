@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+from tests.support.http_servers import serve_app
+
 ACCOUNT = "/computeMetadata/v1/instance/service-accounts/default"
 IDENTITY = f"{ACCOUNT}/identity"
 EMAIL = "monitor@project.iam.gserviceaccount.com"
@@ -132,16 +134,9 @@ async def fake_metadata(now: float = 1_800_000_000.0) -> AsyncIterator[FakeMetad
     app.router.add_get(IDENTITY, fake.identity)
     app.router.add_get(f"{ACCOUNT}/", fake.account)
     app.router.add_get(f"{ACCOUNT}/token", fake.token)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.host = f"127.0.0.1:{port}"
-    try:
+    async with serve_app(app) as served:
+        fake.host = f"127.0.0.1:{served.port}"
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 @contextmanager

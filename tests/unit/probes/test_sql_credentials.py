@@ -27,6 +27,7 @@ from monitor.probes.sql.credentials import (
     credentials_from_file,
     fetch_google_access_token,
 )
+from tests.support.http_servers import serve_app
 
 EMAIL = "monitor@demo.iam.gserviceaccount.com"
 
@@ -53,16 +54,9 @@ async def endpoint() -> AsyncIterator[TokenEndpoint]:
     served = TokenEndpoint()
     app = web.Application()
     app.router.add_post("/token", served.token)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    served.url = f"http://127.0.0.1:{port}/token"
-    try:
+    async with serve_app(app) as server:
+        served.url = f"http://127.0.0.1:{server.port}/token"
         yield served
-    finally:
-        await runner.cleanup()
 
 
 def service_account_key(token_uri: str) -> dict[str, str]:
