@@ -1,7 +1,7 @@
 """The committed Grafana dashboards (grafana/dashboards/*.json).
 
 They must equal the generator's output, read only metrics of
-monitor/metrics.py or the recording rules, take their data source and
+monitor/metricspecs.py or the recording rules, take their data source and
 filters from template variables, and every query must parse as PromQL.
 """
 
@@ -96,7 +96,7 @@ def test_panel_ids_are_unique(name: str) -> None:
 
 @pytest.mark.parametrize("query", QUERIES, ids=lambda q: q.id)
 def test_queries_read_only_defined_metrics(query: PanelQuery) -> None:
-    """Metric names come from monitor/metrics.py or the recording rules, nothing else."""
+    """Metric names come from monitor/metricspecs.py or the recording rules, nothing else."""
     expr = query.expr
     unknown = set(RECORDED.findall(expr)) - recorded()
     names = set(re.findall(r"\b(monitor_[a-z0-9_]+)\b", RECORDED.sub(" ", expr)))

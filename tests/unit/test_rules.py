@@ -148,7 +148,7 @@ def test_tls_expiry_has_a_ticket_and_a_page_in_one_family() -> None:
 
 @pytest.mark.parametrize("rule", all_rules(), ids=lambda r: r.get("alert") or r["record"])
 def test_rules_read_only_defined_metrics(rule: dict[str, Any]) -> None:
-    """Expressions and annotation queries use metrics.py names or recorded series."""
+    """Expressions and annotation queries use metricspecs.py names or recorded series."""
     text = rule["expr"] + " ".join(rule.get("annotations", {}).values())
     unknown = set(RECORDED.findall(text)) - recorded()
     unknown |= set(METRIC.findall(RECORDED.sub(" ", text))) - defined_metrics()
