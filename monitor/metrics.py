@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 
+from monitor.leanmetrics import LeanCounter, LeanGauge, LeanHistogram
 from monitor.metricspecs import SPECS, CounterSpec, GaugeSpec, HistogramSpec, Spec
 
 L = ParamSpec("L")
@@ -97,52 +98,3 @@ def _create(spec: Spec[Any], buckets: tuple[float, ...],
     if spec.type == "gauge":
         return LeanGauge(spec.name, spec.help, spec.labels, registry=registry)
     return LeanHistogram(spec.name, spec.help, spec.labels, buckets=buckets, registry=registry)
-
-
-class _Value:
-    """A float without a lock, in place of prometheus_client's MutexValue.
-
-    Every metric of the daemon is written and read on the event loop's
-    thread (the exposition reads values between two statements of a probe),
-    so a lock per value guards nothing; MutexValue with its lock took about
-    110 bytes a value, 47 values per http probe: 5 MiB at 1000 probes.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self) -> None:
-        self._value = 0.0
-
-    def inc(self, amount: float) -> None:
-        self._value += amount
-
-    def set(self, value: float, timestamp: float | None = None) -> None:
-        self._value = value
-
-    def get(self) -> float:
-        return self._value
-
-    def set_exemplar(self, exemplar: Any) -> None:
-        raise NotImplementedError("monitor's metrics keep no exemplars")
-
-    def get_exemplar(self) -> None:
-        return None
-
-
-class LeanCounter(Counter):
-    def _metric_init(self) -> None:
-        super()._metric_init()
-        self._value = _Value()
-
-
-class LeanGauge(Gauge):
-    def _metric_init(self) -> None:
-        super()._metric_init()
-        self._value = _Value()
-
-
-class LeanHistogram(Histogram):
-    def _metric_init(self) -> None:
-        super()._metric_init()
-        self._buckets = [_Value() for _ in self._buckets]
-        self._sum = _Value()

@@ -220,9 +220,9 @@ class Recorder:
         state = self.probes.pop(name, None)
         if state is None:
             return
-        for (metric, _), child in state.children.items():
-            with contextlib.suppress(KeyError):  # (the child keeps its label values)
-                self.metrics.named(metric).remove(*child._labelvalues)
+        for metric, labels in state.children:
+            with contextlib.suppress(KeyError):  # never created, or removed already
+                self.metrics.named(metric).remove(*_label_values(state, metric, labels))
         self.window.remove(name)
         kept = [f for f in self.recent_failures if f.probe != name]
         self.recent_failures.clear()
@@ -348,9 +348,7 @@ class Recorder:
         # "touch": the series exists now, at zero
 
     def _child(self, state: ProbeState, metric: str, labels: tuple[tuple[str, str], ...]) -> Any:
-        spec = SPEC_BY_NAME[metric]
-        full = {"probe": state.config.name, "kind": state.config.kind, **dict(labels)}
-        child = self.metrics.named(metric).labels(*(str(full[name]) for name in spec.labels))
+        child = self.metrics.named(metric).labels(*_label_values(state, metric, labels))
         key = (metric, labels)
         if len(_KEYS) < MAX_SHARED_KEYS:  # one key tuple for all probes
             key = _KEYS.setdefault(key, key)
@@ -358,3 +356,10 @@ class Recorder:
         if metric in LAST_RUN_GAUGES:
             state.last_run.setdefault(metric, []).append(child)
         return child
+
+
+def _label_values(state: ProbeState, metric: str,
+                  labels: tuple[tuple[str, str], ...]) -> list[str]:
+    """The values of a probe's series in the order of the metric's label names."""
+    full = {"probe": state.config.name, "kind": state.config.kind, **dict(labels)}
+    return [str(full[name]) for name in SPEC_BY_NAME[metric].labels]
