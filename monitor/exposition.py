@@ -112,6 +112,7 @@ class Exposition:
         out: list[str] = []
         began = time.perf_counter()
         deadline = None if time_budget is None else began + time_budget
+        budget = time_budget or 0.0  # read only while a deadline is set
         with self.registry._lock:
             collectors = list(self.registry._collector_to_names)
         for collector in collectors:
@@ -128,7 +129,7 @@ class Exposition:
                         out.clear()
                         now = time.perf_counter()
                         long = now - began > LONG_SCRAPE_SECONDS
-                        deadline = now + (LONG_SLICE_SECONDS if long else time_budget)  # type: ignore[operator]
+                        deadline = now + (LONG_SLICE_SECONDS if long else budget)
             else:
                 self._generic(collector, const, out, names)
         yield "".join(out)
@@ -148,7 +149,8 @@ class Exposition:
             children = [((), wrapper)]
         labelnames = wrapper._labelnames
         histogram = kind == "histogram"
-        partial = histogram and wanted is not None and len(wanted) < 3
+        keep = wanted if wanted is not None else frozenset()
+        partial = histogram and wanted is not None and len(keep) < 3
         final = out
         # Rebuilt from the live children on every render, so removed series
         # leave the cache too; prefixes depend only on the labels.
@@ -178,7 +180,7 @@ class Exposition:
             else:
                 out.append(prefixes + _fmt(child._value._value))
             if partial:
-                final.extend(line for line in out if _name_of(line) in wanted)  # type: ignore[operator]
+                final.extend(line for line in out if _name_of(line) in keep)
                 out = final
             yield
 

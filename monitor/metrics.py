@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, overload
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import RestrictedRegistry
 
 from monitor.leanmetrics import LeanCounter, LeanGauge, LeanHistogram
 from monitor.metricspecs import SPECS, CounterSpec, GaugeSpec, HistogramSpec, Spec
@@ -30,7 +31,7 @@ class ConstLabelRegistry(CollectorRegistry):
         super().__init__(auto_describe=True)
         self.const_labels: dict[str, str] = {}
 
-    def restricted_registry(self, names: Iterable[str]) -> _Restricted:  # type: ignore[override]
+    def restricted_registry(self, names: Iterable[str]) -> RestrictedRegistry:
         """`/metrics?name[]=...`: prometheus_client's own version skips collect()."""
         return _Restricted(self, frozenset(names))
 
@@ -46,10 +47,12 @@ class ConstLabelRegistry(CollectorRegistry):
             yield metric
 
 
-class _Restricted:
-    """The samples of ``registry`` whose names were asked for, with const labels."""
+class _Restricted(RestrictedRegistry):
+    """The samples of ``registry`` whose names were asked for, with const labels
+    (its own collect(), which the base class would bypass)."""
 
     def __init__(self, registry: ConstLabelRegistry, names: frozenset[str]) -> None:
+        super().__init__(names, registry)
         self.registry = registry
         self.names = names
 
