@@ -6,7 +6,7 @@
 
 The JSON is committed; tests/unit/test_dashboards.py fails when it differs
 from this script's output, and checks that every query reads only metrics
-of monitor/metrics.py or the recording rules in config/prometheus/rules/.
+of monitor/metricspecs.py or the recording rules in config/prometheus/rules/.
 
 Every panel takes its data source from the `datasource` variable (any
 Prometheus, by uid) and filters by the template variables job, vantage,

@@ -149,8 +149,7 @@ class Exposition:
             children = [((), wrapper)]
         labelnames = wrapper._labelnames
         histogram = kind == "histogram"
-        keep = wanted if wanted is not None else frozenset()
-        partial = histogram and wanted is not None and len(keep) < 3
+        partial = histogram and wanted is not None and len(wanted) < 3
         final = out
         # Rebuilt from the live children on every render, so removed series
         # leave the cache too; prefixes depend only on the labels.
@@ -180,7 +179,8 @@ class Exposition:
             else:
                 out.append(prefixes + _fmt(child._value._value))
             if partial:
-                final.extend(line for line in out if _name_of(line) in keep)
+                assert wanted is not None  # (partial implies it)
+                final.extend(line for line in out if _name_of(line) in wanted)
                 out = final
             yield
 

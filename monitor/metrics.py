@@ -20,6 +20,7 @@ from monitor.metricspecs import SPECS, CounterSpec, GaugeSpec, HistogramSpec, Sp
 
 L = ParamSpec("L")
 
+
 class ConstLabelRegistry(CollectorRegistry):
     """A registry that adds constant labels (`global.labels`) to every sample.
 
@@ -85,9 +86,12 @@ class Metrics:
     def child(self, spec: HistogramSpec[L], *args: L.args, **labels: L.kwargs) -> Histogram: ...
 
     def child(self, spec: Spec[Any], *args: Any, **labels: Any) -> MetricWrapperBase:
-        """The series of ``spec`` with ``labels``; mypy checks the label names
-        and the type of what is returned (a metric without labels is its own
+        """The series of a daemon metric (``per_probe`` is false: the recorder
+        writes the probes') with ``labels``; mypy checks the label names and
+        the type of what is returned (a metric without labels is its own
         series)."""
+        if spec.per_probe:
+            raise ValueError(f"{spec.name} is a probe metric: the recorder writes it")
         metric = self._by_name[spec.name]
         return metric.labels(**labels) if labels else metric
 

@@ -40,11 +40,11 @@ class ProbeKinds:
             raise ValueError(f"a kind named twice in {self.names}")
         union = functools.reduce(operator.or_, self.models)
         # Annotated over a union built at run time: pydantic reads it as it
-        # would the spelt-out union (mypy cannot, hence the Any).
+        # would the spelt-out union (mypy cannot, hence the Any). Discriminated
+        # even for one model: the loader's messages expect the kind first.
         annotated: Any = Annotated
         self._adapter: TypeAdapter[ProbeBase] = TypeAdapter(
-            annotated[union, Field(discriminator="kind")] if len(self.models) > 1
-            else self.models[0])
+            annotated[union, Field(discriminator="kind")])
 
     def validate(self, item: dict[str, Any], context: dict[str, Any]) -> ProbeBase:
         """One probe's mapping as its kind's model; raises pydantic's ValidationError."""

@@ -418,7 +418,9 @@ async def fetch(
     the run and, in debug mode, the trace gets phases and both heads with
     credential headers masked. ``ip_family`` filters what the host resolves
     to; ``progress`` is the caller's, to read the stage a deadline of its own
-    hit and to sum phases over several fetches (a journey's steps).
+    hit, to sum phases over several fetches (a journey's steps) or to stamp
+    the connect (burst); it then carries ``ctx``, the public query names and
+    ``stamp_connect`` itself, and ``ctx`` must not be given as well.
     ``http_versions`` is the ALPN offer of https hops, in order (the config's
     default is h2 first; this function's, HTTP/1.1 only, is burst's); the
     exchange speaks what the server selected. ``proxy`` sends every hop whose
@@ -427,6 +429,8 @@ async def fetch(
 
     Raises ProbeFailure (see the module docstring); never retries.
     """
+    if progress is not None and ctx is not None:
+        raise TypeError("fetch: give ctx or progress (which carries its ctx), not both")
     run = progress if progress is not None else Progress(ctx, request.public_query)
     first_host = _split(request.url).hostname
     history: list[Response] = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 from monitor.config import ProbeConfig, ProbeKinds
-from monitor.config.models import kind_of
 from monitor.probes.base import Probe
 from monitor.probes.burst import BurstProbe
 from monitor.probes.http import HttpProbe
@@ -36,9 +35,9 @@ KINDS: dict[str, type[Probe[Any]]] = {
 
 # What a config may name: the models of KINDS, as one discriminated union.
 PROBE_KINDS: Final = ProbeKinds(probe.config_model() for probe in KINDS.values())
-_misnamed = [kind for kind, probe in KINDS.items() if kind_of(probe.config_model()) != kind]
-if _misnamed:  # a bug of ours, found at import rather than on the first config
-    raise TypeError(f"KINDS: {', '.join(_misnamed)} named other than their config model's kind")
+if PROBE_KINDS.names != tuple(KINDS):  # a bug of ours, found at import, not on a config
+    raise TypeError(f"KINDS {tuple(KINDS)} are named other than their config models' kinds "
+                    f"{PROBE_KINDS.names}")
 
 
 def build_probe(config: ProbeConfig) -> Probe[Any]:

@@ -14,19 +14,10 @@ The package, by job:
     credentials.py     password, password_file re-read, IAM access tokens
     session.py         what the probe and the drivers share (the timeline)
 
-The names below are the package's public face (``monitor.probes.sql`` was
-one module before; they keep importing from here).
+The kinds registry imports ``SqlProbe`` from here; the rest is imported
+from its module.
 """
 
-from monitor.probes.sql.classification import classify, foreign_answer
 from monitor.probes.sql.probe import SqlProbe
-from monitor.probes.sql.session import Marks
-from monitor.probes.sql.tls import make_ssl_context
 
-__all__ = [
-    "Marks",
-    "SqlProbe",
-    "classify",
-    "foreign_answer",
-    "make_ssl_context",
-]
+__all__ = ["SqlProbe"]

@@ -364,3 +364,13 @@ async def test_redirect_to_unusable_location_is_http_status() -> None:
         failure = await failure_of(Request(server.url))
     assert failure.reason == "http_status"
     assert "cannot follow the redirect to ftp://files.example/x" in failure.detail
+
+
+async def test_a_callers_progress_carries_the_ctx_and_both_at_once_is_refused() -> None:
+    """fetch would drop one of the two silently; it says so before connecting."""
+    from monitor.net.connect import Progress
+
+    ctx = RunContext("p", "http")
+    with pytest.raises(TypeError, match="not both"):
+        await fetch(Request(url="http://127.0.0.1:9/"), timeout=1, ctx=ctx,
+                    progress=Progress(ctx))

@@ -46,7 +46,12 @@ def test_only_the_kinds_handed_to_the_loader_are_accepted() -> None:
     assert parse_config(text, {}, kinds=PROBE_KINDS).probes[0].kind == "http"
     with pytest.raises(ConfigError) as error:
         parse_config(text, {}, kinds=ProbeKinds([TcpProbeConfig]))
-    assert "probes[0]" in error.value.problems[0]
+    assert error.value.problems == [
+        "probes[0] (probe 'web'): unknown kind 'http' (expected one of 'tcp')"]
+    missing = "probes: [{name: web, kind: tcp}]"
+    with pytest.raises(ConfigError) as error:
+        parse_config(missing, {}, kinds=ProbeKinds([TcpProbeConfig]))
+    assert error.value.problems[0].startswith("probes[0].target (probe 'web'): ")
     two = ProbeKinds([TcpProbeConfig, HttpProbeConfig])
     with pytest.raises(ValidationError, match="'tcp', 'http'"):
         two.validate({"name": "x", "kind": "dns"}, {})
