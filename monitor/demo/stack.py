@@ -163,6 +163,10 @@ def demo_source(stack: DemoStack, port: int, pg: dict[str, str]) -> ConfigSource
 
 
 async def _run_demo(port: int, postgres_dsn: str | None, redactor: Redactor) -> ExitCode:
+    if not 1 <= port <= 65534:  # 0 would put the fault switches on port 1
+        print(f"monitor demo: --port must be 1-65534 (the fault switches listen on the "
+              f"next port), got {port}")
+        return ExitCode.CONFIG
     try:
         pg = postgres_environ(postgres_dsn) if postgres_dsn else {}
     except ValueError as error:

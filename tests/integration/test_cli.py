@@ -231,3 +231,12 @@ async def _wait_for_metric(session: aiohttp.ClientSession, base: str, needle: st
             pass
         await asyncio.sleep(0.1)
     raise AssertionError(f"{needle!r} not in /metrics after 10 s:\n{text[-2000:]}")
+
+
+@pytest.mark.parametrize("port", ["0", "65535"])
+async def test_demo_refuses_a_port_whose_next_one_is_not_free_to_take(port: str) -> None:
+    """The fault switches listen on --port + 1: 0 would put them on port 1."""
+    status, out, _ = await monitor("demo", "--port", port)
+    assert status == 3
+    assert f"--port must be 1-65534 (the fault switches listen on the next port), got {port}" \
+        in out
