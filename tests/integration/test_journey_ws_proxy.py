@@ -16,19 +16,16 @@ from typing import Any
 import pytest
 import trustme
 import yaml
-from prometheus_client import CollectorRegistry
-from structlog.testing import capture_logs
 
 from monitor.config.loader import parse_config
 from monitor.demo.agent import DEMO_PASSWORD
-from monitor.metrics import Metrics
 from monitor.probes import PROBE_KINDS, build_probe
 from monitor.probes.base import Result
-from monitor.recorder import Recorder
 from monitor.redact import Redactor
 from monitor.runner import run_once
 from monitor.status import build_status
 from tests.support.agent import AgentServer, serve_agent, silent_server
+from tests.support.running import run_recorded
 from tests.support.tinyproxy import free_port, serve_tinyproxy
 
 pytestmark = pytest.mark.external  # tinyproxy
@@ -200,15 +197,8 @@ async def test_password_stays_out_of_traces_logs_and_status(tmp_path: Path, ca: 
                 "AGENT_PASSWORD": DEMO_PASSWORD, "PROXY_PASSWORD": PASSWORD,
                 "WRONG": PASSWORD + "x"}, kinds=PROBE_KINDS)
             redactor = Redactor(config.secrets)
-            recorder = Recorder(Metrics(CollectorRegistry()))
-            results = []
-            with capture_logs() as logs:
-                for cfg in config.probes:
-                    probe = build_probe(cfg)
-                    recorder.register(cfg, probe.registration_samples())
-                    result = await run_once(probe, redactor=redactor, debug=True)
-                    recorder.record(result)
-                    results.append(result)
+            logs: list[dict[str, Any]] = []
+            recorder, results = await run_recorded(config, redactor, debug=True, logs=logs)
             proxy_log = proxy.log_text()
     good, bad = results
     assert good.ok, good.detail

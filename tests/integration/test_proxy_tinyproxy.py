@@ -12,19 +12,15 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from structlog.testing import capture_logs
 
 from monitor.config.loader import parse_config
-from monitor.metrics import Metrics
-from monitor.probes import PROBE_KINDS, build_probe
+from monitor.probes import PROBE_KINDS
 from monitor.probes.base import Result
-from monitor.recorder import Recorder
 from monitor.redact import MASK, Redactor
-from monitor.runner import run_once
 from monitor.status import build_status
 from tests.support.h2_nginx import h2_nginx, logged, run, url
 from tests.support.nginx import serve_nginx
+from tests.support.running import run_recorded
 from tests.support.tinyproxy import Tinyproxy, free_port, serve_tinyproxy
 
 pytestmark = pytest.mark.external  # tinyproxy, nginx
@@ -237,17 +233,10 @@ async def test_proxy_password_stays_out_of_logs_status_and_metrics(tmp_path: Pat
                       for name, var in (("good", "PROXY_PASSWORD"), ("bad", "WRONG"))]
             config = parse_config(yaml.safe_dump({"probes": probes}),
                                   {"PROXY_PASSWORD": PASSWORD, "WRONG": PASSWORD + "x"},
-                          kinds=PROBE_KINDS)
+                                  kinds=PROBE_KINDS)
             redactor = Redactor(config.secrets)
-            recorder = Recorder(Metrics(CollectorRegistry()))
-            results = []
-            with capture_logs() as logs:
-                for cfg in config.probes:
-                    probe = build_probe(cfg)
-                    recorder.register(cfg, probe.registration_samples())
-                    result = await run_once(probe, redactor=redactor, debug=True)
-                    recorder.record(result)
-                    results.append(result)
+            logs: list[dict[str, Any]] = []
+            recorder, results = await run_recorded(config, redactor, debug=True, logs=logs)
     good, bad = results
     assert good.ok, good.detail
     assert bad.reason == "auth"

@@ -20,10 +20,13 @@ async def failure_of(request: Request, **kwargs: object) -> ProbeFailure:
     return caught.value
 
 
-def raw(response: bytes, *, then_close: bool = True) -> RawHandler:
-    """A raw handler that reads the request head and writes ``response``."""
+def raw(response: bytes, *, then_close: bool = True,
+        heads: list[bytes] | None = None) -> RawHandler:
+    """A raw handler that reads the request head (into ``heads``) and writes ``response``."""
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_head(reader)
+        head = await read_head(reader)
+        if heads is not None:
+            heads.append(head)
         writer.write(response)
         await writer.drain()
         if not then_close:
@@ -217,12 +220,7 @@ async def test_head_request_has_no_body() -> None:
 async def test_caller_user_agent_replaces_ours() -> None:
     """A User-Agent given by the caller is sent instead of monitor's, once."""
     heads: list[bytes] = []
-
-    async def capture(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append(await read_head(reader))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-
+    capture = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", heads=heads)
     async with serve_raw(capture) as server:
         await fetch(Request(server.url, headers=[("User-Agent", "custom/1")]), timeout=2)
     assert heads[0].count(b"User-Agent") == 1
@@ -346,12 +344,7 @@ async def test_ca_file_gone_at_run_time_is_tls(certs: Certs) -> None:
 async def test_request_target_is_percent_encoded() -> None:
     """Spaces and non-ASCII in the URL's path and query are sent percent-encoded."""
     heads: list[bytes] = []
-
-    async def capture(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append(await read_head(reader))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-
+    capture = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", heads=heads)
     async with serve_raw(capture) as server:
         await fetch(Request(server.url + "/a b/é?q=x y&r=1"), timeout=2)
     assert heads[0].startswith(b"GET /a%20b/%C3%A9?q=x%20y&r=1 HTTP/1.1\r\n")
